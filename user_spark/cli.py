@@ -1,0 +1,49 @@
+"""``user-spark``: one command, a subcommand per job.
+
+    user-spark embed --input docs.parquet --output out --column body:passage
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "JOBS"]
+
+# subcommand -> module under user_spark.jobs with build_parser() and main(argv)
+JOBS = {
+    "embed": "Add sentence embeddings to text columns of a table.",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="user-spark", description="Sentence embeddings and the jobs they enable, on Spark.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="job", metavar="JOB")
+    for name, help_text in JOBS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"user-spark {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``user-spark JOB ...`` to ``user_spark.jobs.JOB.main``."""
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not args or args[0] not in JOBS:
+        parser.parse_args(args or ["--help"])
+        return 2
+    module = importlib.import_module(f"user_spark.jobs.{args[0]}")
+    return module.main(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The executor-side encoder: tokenizer + transformer + pooling, fed by token-budget batches.
+
+One :class:`Encoder` is built per model per Python worker (see :mod:`user_spark._worker`) and embeds every
+Arrow batch that worker sees. ``embed`` tokenizes a whole Arrow batch once, sorts it by token length, runs
+budget-sized batches through the model and puts the vectors back in row order; nulls stay null.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batching import pad_batch, plan_batches
+from .device import DeviceChoice
+from .errors import EmbeddingError, ModelSourceError
+from .model_spec import ModelSpec
+from .pooling import pool
+
+__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens"]
+
+logger = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def default_batch_tokens(choice: DeviceChoice) -> int:
+    """Tokens per batch (padding included) when the user does not set one.
+
+    CPU: 8192 keeps a USER-base batch of 16 x 512 tokens under ~1 GiB of activations and is past the size where
+    larger GEMMs stop getting faster. GPU: 32768 fills an H100 while the worst case (64 x 512) stays a few GiB.
+    """
+    return 32768 if choice.is_cuda else 8192
+
+
+@dataclass
+class EmbedOutput:
+    """Embeddings of one Arrow batch.
+
+    Attributes:
+        vectors: ``[rows, dim]`` float32; rows whose text was null hold zeros and are marked in ``valid``.
+        valid: ``[rows]`` bool, False where the input was null.
+        tokens: tokens embedded (after truncation, special tokens and prompts included).
+        truncated: rows cut at ``max_seq_length``.
+    """
+
+    vectors: np.ndarray
+    valid: np.ndarray
+    tokens: int
+    truncated: int
+
+
+class Encoder:
+    """Embeds texts with one model on one device.
+
+    Args:
+        spec: the model folder's :class:`~user_spark.model_spec.ModelSpec`.
+        model_dir: where the model folder is on this machine.
+        choice: device, dtype and threads.
+        name: the model's name as the user gave it, for messages.
+    """
+
+    def __init__(self, spec: ModelSpec, model_dir: str, choice: DeviceChoice, *, name: str = "") -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.spec = spec
+        self.choice = choice
+        self.name = name or model_dir
+        self.device = torch.device(choice.device)
+        tdir = os.path.join(model_dir, spec.transformer_subdir) if spec.transformer_subdir else model_dir
+        if choice.threads:
+            torch.set_num_threads(choice.threads)
+        tokenizer = AutoTokenizer.from_pretrained(tdir)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelSourceError(f"{tdir}: user_spark needs a fast (Rust) tokenizer; add a tokenizer.json")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._special_ids = set(tokenizer.all_special_ids)
+        # Our own copy of the Rust tokenizer, truncating as sentence-transformers does and never padding:
+        # padding happens per batch, after sorting by length.
+        backend = tokenizer.backend_tokenizer
+        backend.no_padding()
+        backend.enable_truncation(max_length=spec.max_seq_length)
+        self._tokenizer = backend
+        self.model = AutoModel.from_pretrained(
+            tdir,
+            dtype=_TORCH_DTYPES[choice.dtype],
+            use_safetensors=not spec.uses_pickle,
+            trust_remote_code=False,
+        )
+        self.model.eval().to(self.device)
+        self._prompt_lengths: dict[str, int] = {}
+        self._budget_cap: int | None = None
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut."""
+        if self.spec.do_lower_case:
+            texts = [t.lower() for t in texts]
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        ids = [e.ids for e in encodings]
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
+        return ids, truncated
+
+    def prompt_length(self, prefix: str) -> int:
+        """Tokens of ``prefix`` as it starts a text, leading special token included (sentence-transformers' rule)."""
+        if prefix not in self._prompt_lengths:
+            ids = self._tokenizer.encode(prefix.lower() if self.spec.do_lower_case else prefix).ids
+            self._prompt_lengths[prefix] = len(ids) - 1 if ids and ids[-1] in self._special_ids else len(ids)
+        return self._prompt_lengths[prefix]
+
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray, prompt_lengths: np.ndarray | None) -> torch.Tensor:
+        ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+        mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            pl = torch.from_numpy(prompt_lengths).to(self.device) if prompt_lengths is not None else None
+            return pool(hidden, mask_t, self.spec.pooling_modes, normalize=self.spec.normalize, prompt_lengths=pl)
+
+    def _forward_splitting(
+        self, ids: list[list[int]], prompt_lengths: np.ndarray | None
+    ) -> np.ndarray:
+        """Forward one batch; on CUDA out-of-memory, halve it and retry, and lower the budget from then on."""
+        input_ids, mask = pad_batch(ids, self.pad_id)
+        try:
+            return self._forward(input_ids, mask, prompt_lengths).float().cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(ids) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(ids) // 2
+            self._budget_cap = max(1, input_ids.size // 2)
+            logger.warning(
+                "Out of memory on %s with a batch of %d x %d tokens; splitting it and lowering the token "
+                "budget to %d", self.choice.device, *input_ids.shape, self._budget_cap,
+            )
+            pl_a = prompt_lengths[:half] if prompt_lengths is not None else None
+            pl_b = prompt_lengths[half:] if prompt_lengths is not None else None
+            return np.concatenate(
+                [self._forward_splitting(ids[:half], pl_a), self._forward_splitting(ids[half:], pl_b)]
+            )
+
+    def embed(
+        self,
+        texts: Sequence[str | None],
+        prefixes: str | Sequence[str],
+        *,
+        batch_tokens: int | None = None,
+        max_batch_rows: int | None = None,
+    ) -> EmbedOutput:
+        """Embed texts, each with its prefix, in row order.
+
+        Args:
+            texts: the texts; ``None`` gives an invalid (null) row.
+            prefixes: one prefix for all rows, or one per row.
+            batch_tokens: tokens per model batch, padding included; default by device.
+            max_batch_rows: optional cap on rows per model batch.
+
+        Returns:
+            An :class:`EmbedOutput` with one vector per input row.
+        """
+        n = len(texts)
+        per_row = not isinstance(prefixes, str)
+        if per_row and len(prefixes) != n:
+            raise ValueError(f"{len(prefixes)} prefixes for {n} texts")
+        valid = np.fromiter((t is not None for t in texts), dtype=bool, count=n)
+        rows = np.flatnonzero(valid)
+        out = np.zeros((n, self.spec.dimension), dtype=np.float32)
+        if rows.size == 0:
+            return EmbedOutput(out, valid, 0, 0)
+        if per_row:
+            full = [prefixes[i] + texts[i] for i in rows]  # type: ignore[operator]
+        else:
+            full = [prefixes + texts[i] for i in rows]  # type: ignore[operator]
+        ids, truncated = self.tokenize(full)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        prompt_lens = None
+        if not self.spec.include_prompt:
+            prompt_lens = np.asarray(
+                [self.prompt_length(prefixes[i] if per_row else prefixes) for i in rows], dtype=np.int64  # type: ignore[index]
+            )
+        budget = batch_tokens or default_batch_tokens(self.choice)
+        if self._budget_cap is not None:
+            budget = min(budget, self._budget_cap)
+        if self.choice.threads:
+            torch.set_num_threads(self.choice.threads)
+        for batch in plan_batches(lengths, budget, max_batch_rows):
+            pl = prompt_lens[batch] if prompt_lens is not None else None
+            out[rows[batch]] = self._forward_splitting([ids[i] for i in batch], pl)
+        return EmbedOutput(out, valid, int(lengths.sum()), int(truncated.sum()))
+
+
+def describe_failure(name: str, choice: DeviceChoice, partition: int | None, exc: BaseException) -> EmbeddingError:
+    """An :class:`EmbeddingError` that names the model, device and partition of an executor-side failure."""
+    where = f"partition {partition}" if partition is not None else "outside a Spark task"
+    return EmbeddingError(f"Embedding with {name!r} on {choice.device} ({choice.dtype}) failed in {where}: {exc!r}")

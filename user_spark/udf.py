@@ -1,0 +1,344 @@
+"""The embedding pandas UDF and ``with_embeddings``: the Spark side of user_spark.
+
+The driver resolves and checks the model folder, ships it to executors and validates columns and roles
+before any job runs. The executor side is :func:`_embed_batch`: it takes this worker's cached encoder
+(:mod:`user_spark._worker`), embeds the Arrow batch and returns one vector per row, null for null text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .device import DeviceRequest, Precision
+from .errors import ColumnError, OptionError, UserSparkError
+from .metrics import EmbedMetrics
+from .model_source import DEFAULT_MODEL
+from .model_spec import ModelSpec, read_model_spec
+from .roles import DEFAULT_ROLE, prefix_for
+from .shipping import ModelLocation, Ship, ship_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+__all__ = ["EmbedConfig", "embed_udf", "with_embeddings", "prepare_embedding"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Everything an executor needs to embed: the model's spec and location and the batching options.
+
+    Built on the driver by :func:`prepare_embedding`, pickled into the UDF, read on executors.
+    """
+
+    model_name: str
+    spec: ModelSpec
+    location: ModelLocation
+    role: str = DEFAULT_ROLE
+    batch_tokens: int | None = None
+    max_batch_rows: int | None = None
+    device: DeviceRequest = "auto"
+    precision: Precision = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        prefix_for(self.role, self.spec.prompts)
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise OptionError(f"batch_tokens must be a positive number of tokens, got {self.batch_tokens}")
+        if self.max_batch_rows is not None and self.max_batch_rows < 1:
+            raise OptionError(f"max_batch_rows must be >= 1, got {self.max_batch_rows}")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise OptionError(f"precision must be one of ['auto', 'fp32', 'fp16', 'bf16'], got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"threads must be >= 1, got {self.threads}")
+        dev = str(self.device).lower()
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise OptionError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    @property
+    def cache_key(self) -> tuple[str, str, str]:
+        """Identifies the loaded model in an executor's cache (prompts and batching do not change the model)."""
+        return (self.location.kind, self.location.value, self.spec.transformer_subdir)
+
+
+def _active_session(spark: SparkSession | None) -> SparkSession:
+    if spark is not None:
+        return spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None:
+        raise UserSparkError(
+            "No active SparkSession: create one first (SparkSession.builder.getOrCreate()) or pass spark="
+        )
+    return active
+
+
+def prepare_embedding(
+    model: str = DEFAULT_MODEL,
+    *,
+    role: str = DEFAULT_ROLE,
+    batch_tokens: int | None = None,
+    max_batch_rows: int | None = None,
+    device: DeviceRequest = "auto",
+    precision: Precision = "auto",
+    threads: int | None = None,
+    prompts: Mapping[str, str] | None = None,
+    revision: str | None = None,
+    ship: Ship = "auto",
+    allow_pickle: bool = False,
+    spark: SparkSession | None = None,
+) -> EmbedConfig:
+    """Resolve, ship and check a model on the driver; the options are :func:`embed_udf`'s."""
+    session = _active_session(spark)
+    local_dir, location = ship_model(session, model, ship=ship, revision=revision, allow_pickle=allow_pickle)
+    spec = read_model_spec(local_dir, prompts=prompts, allow_pickle=allow_pickle)
+    return EmbedConfig(
+        model_name=model,
+        spec=spec,
+        location=location,
+        role=role,
+        batch_tokens=batch_tokens,
+        max_batch_rows=max_batch_rows,
+        device=device,
+        precision=precision,
+        threads=threads,
+    )
+
+
+def _row_prefixes(config: EmbedConfig, texts: list[Any], roles: list[Any]) -> list[str]:
+    prompts = config.spec.prompts
+    default = prompts[config.role]
+    out = []
+    for text, role in zip(texts, roles):
+        if text is None or role is None:
+            out.append(default)
+        else:
+            out.append(prefix_for(role, prompts))
+    return out
+
+
+def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, roles: pd.Series | None) -> pd.Series:
+    """Executor side: embed one Arrow batch of texts (and, optionally, per-row roles)."""
+    import pandas as pd
+    from pyspark import TaskContext
+
+    from . import _worker
+    from .device import task_device
+    from .encoder import describe_failure
+
+    ctx = TaskContext.get()
+    partition = ctx.partitionId() if ctx is not None else None
+    values = texts.tolist()
+    bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
+    if bad is not None:
+        raise ColumnError(
+            f"embed_udf needs a string column, got {type(bad).__name__} values ({bad!r}); cast the column to "
+            "string first, e.g. F.col('x').cast('string')"
+        )
+    prefixes: str | list[str] = (
+        config.spec.prompts[config.role] if roles is None else _row_prefixes(config, values, roles.tolist())
+    )
+    choice = task_device(config.device, config.precision, config.threads)
+    try:
+        encoder = _worker.get_encoder(
+            config.cache_key, config.spec, config.location.resolve(), choice, config.model_name
+        )
+        out = encoder.embed(values, prefixes, batch_tokens=config.batch_tokens, max_batch_rows=config.max_batch_rows)
+    except UserSparkError:
+        raise
+    except Exception as exc:
+        raise describe_failure(config.model_name, choice, partition, exc) from exc
+    nulls = int((~out.valid).sum())
+    metrics.add(rows=len(values), nulls=nulls, tokens=out.tokens, truncated=out.truncated)
+    if out.truncated:
+        logger.warning(
+            "%d of %d texts in partition %s were longer than %d tokens and were truncated (model %s)",
+            out.truncated, len(values), partition, config.spec.max_seq_length, config.model_name,
+        )
+    vectors = out.vectors
+    return pd.Series([vectors[i] if ok else None for i, ok in enumerate(out.valid)], index=texts.index)
+
+
+def _make_udf(config: EmbedConfig, metrics: EmbedMetrics) -> Callable[..., Column]:
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    # No type hints on purpose: pyspark infers a UDF's kind from hints and rejects *args there; without
+    # hints a pandas_udf is a scalar pandas UDF, which is what this is (pd.Series, [pd.Series] -> pd.Series).
+    def embed(texts, *roles):  # type: ignore[no-untyped-def]
+        if len(roles) > 1:
+            raise UserSparkError(f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns")
+        return _embed_batch(config, metrics, texts, roles[0] if roles else None)
+
+    udf = pandas_udf(embed, returnType=ArrayType(FloatType(), containsNull=False))  # type: ignore[call-overload]
+    udf.config = config  # type: ignore[attr-defined]
+    udf.metrics = metrics  # type: ignore[attr-defined]
+    return udf
+
+
+def embed_udf(
+    model: str = DEFAULT_MODEL,
+    *,
+    role: str = DEFAULT_ROLE,
+    batch_tokens: int | None = None,
+    max_batch_rows: int | None = None,
+    device: DeviceRequest = "auto",
+    precision: Precision = "auto",
+    threads: int | None = None,
+    prompts: Mapping[str, str] | None = None,
+    revision: str | None = None,
+    ship: Ship = "auto",
+    allow_pickle: bool = False,
+    metrics: EmbedMetrics | None = None,
+    spark: SparkSession | None = None,
+) -> Callable[..., Column]:
+    """A pandas UDF that embeds a string column with a sentence-transformers model.
+
+    The model loads once per executor Python worker, on the GPU Spark assigned the task (else CPU), and is
+    reused by every later batch and task of that worker.
+
+    Args:
+        model: hub id (default ``deepvk/USER-base``), local folder, or a URI (``hdfs://``, ``s3a://``,
+            ``dbfs:/``, ``file:``) of a folder the driver ships to executors.
+        role: prompt to prefix every text with: ``"query"`` (``"query: "``, also for symmetric tasks) or
+            ``"passage"`` (``"passage: "``), or another prompt name of the model. Call the UDF with a second
+            column to choose the role per row (null there means ``role``).
+        batch_tokens: tokens per model batch, padding included (default 8192 on CPU, 32768 on GPU).
+        max_batch_rows: optional cap on rows per model batch.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        precision: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        threads: torch threads per task on CPU (default: the task's ``spark.task.cpus``).
+        prompts: role -> prefix table replacing the model folder's prompts.
+        revision: hub revision.
+        ship: ``"auto"``, ``"always"`` or ``"never"`` copy the folder to executors (see :mod:`user_spark.shipping`).
+        allow_pickle: accept PyTorch pickle (``.bin``) weights; only for folders you trust.
+        metrics: counters to update (share one between UDFs); default: new ones, as ``udf.metrics``.
+        spark: the session (default: the active one).
+
+    Returns:
+        A pandas UDF, ``string -> array<float>`` (L2-normalised when the model normalises, as USER-base does).
+        ``udf.metrics`` counts rows, nulls, tokens and truncated rows; ``udf.config`` is its configuration.
+
+    Raises:
+        UserSparkError: on the driver, for an unknown role, a bad option, or a model that cannot be found,
+            fetched or loaded.
+
+    >>> udf = embed_udf("deepvk/USER-base", role="passage")  # doctest: +SKIP
+    >>> df.withColumn("body_embedding", udf("body"))          # doctest: +SKIP
+    DataFrame[..., body_embedding: array<float>]   # 768 values per row
+    """
+    session = _active_session(spark)
+    config = prepare_embedding(
+        model, role=role, batch_tokens=batch_tokens, max_batch_rows=max_batch_rows, device=device,
+        precision=precision, threads=threads, prompts=prompts, revision=revision, ship=ship,
+        allow_pickle=allow_pickle, spark=session,
+    )
+    return _make_udf(config, metrics or EmbedMetrics.create(session))
+
+
+def _is_string_type(data_type: Any) -> bool:
+    from pyspark.sql.types import CharType, StringType, VarcharType
+
+    return isinstance(data_type, (StringType, VarcharType, CharType))
+
+
+def check_text_column(df: DataFrame, name: str, what: str = "text") -> None:
+    """Raise :class:`ColumnError` unless ``df`` has a string column ``name``."""
+    fields = {f.name: f for f in df.schema.fields}
+    if name not in fields:
+        raise ColumnError(f"Column {name!r} not found; available: {list(fields)}")
+    if not _is_string_type(fields[name].dataType):
+        raise ColumnError(
+            f"Column {name!r} is {fields[name].dataType.simpleString()}, but the {what} column must be a string; "
+            f"cast it first: df.withColumn({name!r}, F.col({name!r}).cast('string'))"
+        )
+
+
+def with_embeddings(
+    df: DataFrame,
+    columns: Mapping[str, str | Column] | Sequence[str],
+    *,
+    model: str = DEFAULT_MODEL,
+    suffix: str = "_embedding",
+    output_columns: Mapping[str, str] | None = None,
+    metrics: EmbedMetrics | None = None,
+    **options: Any,
+) -> DataFrame:
+    """Add an embedding column for each text column, each with its role; one model load serves them all.
+
+    Args:
+        df: the DataFrame.
+        columns: text column -> role (``"query"``, ``"passage"``, ...) or a Column holding each row's role;
+            a plain list of names embeds them all with the default role ``query``.
+        model: as in :func:`embed_udf`.
+        suffix: output column name = text column name + suffix.
+        output_columns: explicit output names for some text columns.
+        metrics: counters (rows, nulls, tokens, truncated) to update once an action runs.
+        **options: any other :func:`embed_udf` option (``batch_tokens``, ``device``, ``precision``, ...).
+
+    Returns:
+        ``df`` with one ``array<float>`` column per text column, every input row kept in order.
+
+    Raises:
+        ColumnError: a missing or non-string column, or an output column that already exists.
+        RoleError: an unknown role.
+
+    >>> with_embeddings(df, {"title": "query", "body": "passage"})  # doctest: +SKIP
+    DataFrame[id: bigint, title: string, body: string, title_embedding: array<float>, body_embedding: array<float>]
+    """
+    from pyspark.sql import Column
+    from pyspark.sql import functions as F
+
+    mapping: dict[str, str | Column] = (
+        dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns, DEFAULT_ROLE)
+    )
+    if not mapping:
+        raise ColumnError("with_embeddings needs at least one text column")
+    outputs = {name: (output_columns or {}).get(name, f"{name}{suffix}") for name in mapping}
+    existing = set(df.columns)
+    for name, role in mapping.items():
+        check_text_column(df, name)
+        if outputs[name] in existing:
+            raise ColumnError(
+                f"Output column {outputs[name]!r} already exists; pass suffix= or output_columns= to name it "
+                "differently, or drop it first"
+            )
+        if isinstance(role, Column):
+            role_type = df.select(role).schema.fields[0].dataType
+            if not _is_string_type(role_type):
+                raise ColumnError(f"The role column for {name!r} must hold strings, got {role_type.simpleString()}")
+        elif not isinstance(role, str):
+            raise OptionError(f"Role for column {name!r} must be a role name or a Column, got {role!r}")
+    if len(set(outputs.values())) != len(outputs):
+        raise ColumnError(f"Two text columns would write the same output column: {outputs}")
+
+    spark = df.sparkSession
+    fixed_roles = {r for r in mapping.values() if isinstance(r, str)}
+    default_role = options.pop("role", DEFAULT_ROLE)
+    base = prepare_embedding(model, role=default_role, spark=spark, **options)
+    for role in fixed_roles:
+        prefix_for(role, base.spec.prompts)
+    metrics = metrics or EmbedMetrics.create(spark)
+    udfs: dict[str, Callable[..., Column]] = {}
+    for role in fixed_roles:
+        udfs[role] = _make_udf(_with_role(base, role), metrics)
+    result = df
+    for name, role in mapping.items():
+        if isinstance(role, str):
+            column = udfs[role](F.col(name))
+        else:
+            column = _make_udf(base, metrics)(F.col(name), role)
+        result = result.withColumn(outputs[name], column)
+    return result
+
+
+def _with_role(config: EmbedConfig, role: str) -> EmbedConfig:
+    from dataclasses import replace
+
+    return replace(config, role=role)
