@@ -71,3 +71,15 @@ def test_explicit_ordinal_is_range_checked():
 def test_bad_options(bad):
     with pytest.raises(OptionError):
         choose_device(**bad)
+
+
+def test_fast_precision_picks_the_hardware_fast_path():
+    assert choose_device(precision="fast", cuda_device_count=1).dtype == "float16"
+    assert choose_device(precision="fast", cpu_bf16=True).dtype == "bfloat16"
+    assert choose_device(precision="fast", cpu_bf16=False).dtype == "int8"
+
+
+def test_int8_is_cpu_only():
+    assert choose_device(precision="int8").dtype == "int8"
+    with pytest.raises(OptionError, match="int8' is a CPU mode"):
+        choose_device(precision="int8", cuda_device_count=1)

@@ -152,3 +152,54 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_budget(tiny_model, ru_tex
     reference = encoder.embed(texts, "query: ", batch_tokens=100_000).vectors
     assert np.abs(out.vectors - reference).max() < TOL
     assert encoder._budget_cap is not None
+
+
+def test_fast_deberta_path_equals_transformers_deberta_model(user_base_model, ru_texts):
+    from transformers import AutoModel
+
+    from user_spark.batching import pad_batch
+    from user_spark.fast_deberta import FastDebertaEncoder, supports
+
+    model = AutoModel.from_pretrained(user_base_model).eval()
+    assert supports(model)
+    fast = FastDebertaEncoder(model).eval()
+    enc = make_encoder(user_base_model)
+    ids, _ = enc.tokenize(["query: " + t for t in ru_texts[:6] + ru_texts[-2:]])  # very different lengths
+    input_ids, mask = (torch.from_numpy(a) for a in pad_batch(ids, enc.pad_id))
+    with torch.inference_mode():
+        ref = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        got = fast(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert (got[real] - ref[real]).abs().max().item() < 1e-4
+    assert not got[~real].any()  # padding positions are zeros, not garbage
+
+
+def test_backends_agree_and_fast_is_chosen_for_user_base(user_base_model, ru_texts):
+    spec = read_model_spec(user_base_model)
+    fast = Encoder(spec, user_base_model, choose_device(task_cpus=2))
+    slow = Encoder(spec, user_base_model, choose_device(task_cpus=2), backend="transformers")
+    assert (fast.backend, slow.backend) == ("fast-deberta", "transformers")
+    texts = ru_texts[:10]
+    assert np.abs(fast.embed(texts, "query: ").vectors - slow.embed(texts, "query: ").vectors).max() < TOL
+
+
+def test_fast_backend_refuses_other_architectures(minilm_model):
+    from user_spark.errors import OptionError
+
+    assert make_encoder(minilm_model).backend == "transformers"
+    with pytest.raises(OptionError, match="backend='fast' runs DeBERTa v1 without relative attention"):
+        Encoder(read_model_spec(minilm_model), minilm_model, choose_device(), backend="fast")
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_on_real_weights_stays_close_to_fp32(minilm_model, minilm, ru_texts, precision):
+    reduced = Encoder(read_model_spec(minilm_model), minilm_model, choose_device(precision=precision, task_cpus=2))
+    texts = ru_texts[:20]
+    exact = minilm.embed(texts, "query: ").vectors
+    approx = reduced.embed(texts, "query: ").vectors
+    cosines = (exact * approx).sum(axis=1)
+    assert cosines.mean() > 0.99 and cosines.min() > 0.97
+    assert np.abs(exact - approx).max() > 1e-6  # really a different computation
+    if precision == "int8":
+        assert reduced.backend.endswith("+int8")
+        assert any("Quantized" in type(m).__name__ for m in reduced.model.modules())

@@ -110,22 +110,28 @@ def test_unknown_per_row_role_fails_the_job_naming_valid_roles(spark, tiny_model
         df.withColumn("e", embed_udf(tiny_model)("text", "kind")).collect()
 
 
-def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model, ru_texts):
+@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model, ru_texts, udf_type):
     import os
 
     import pandas as pd
-    from pyspark.sql.functions import pandas_udf
+    import pyarrow as pa
+    from pyspark.sql.functions import arrow_udf, pandas_udf
 
-    def loads_in_this_worker(texts):  # no hints: a scalar pandas UDF (hints would be strings here)
+    def loads_in_this_worker(n):
         from user_spark import _worker
 
         events = [e for e in _worker.load_events() if e[1] == tiny_model]
-        return pd.Series([f"{os.getpid()}:{len(events)}"] * len(texts))
+        return [f"{os.getpid()}:{len(events)}"] * n
 
-    probe = pandas_udf(loads_in_this_worker, "string")
+    # The probe must be the same UDF kind as the embedding UDF: Spark runs each kind in its own worker.
+    if udf_type == "arrow":
+        probe = arrow_udf(lambda texts: pa.array(loads_in_this_worker(len(texts))), "string")
+    else:
+        probe = pandas_udf(lambda texts: pd.Series(loads_in_this_worker(len(texts))), "string")
     df = text_frame(spark, ru_texts * 2, partitions=16)
-    out = with_embeddings(df, {"text": "query"}, model=tiny_model, output_columns={"text": "a"})
-    out = with_embeddings(out, {"text": "passage"}, model=tiny_model, output_columns={"text": "b"})
+    out = with_embeddings(df, {"text": "query"}, model=tiny_model, output_columns={"text": "a"}, udf_type=udf_type)
+    out = with_embeddings(out, {"text": "passage"}, model=tiny_model, output_columns={"text": "b"}, udf_type=udf_type)
     rows = out.select("a", "b", probe("text").alias("probe")).collect()
     assert all(r.a is not None and r.b is not None for r in rows)
     loads = {}
@@ -134,6 +140,17 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
         loads[pid] = max(loads.get(pid, 0), int(count))
     # 16 tasks ran on at most 2 reused workers; each loaded the model exactly once for both columns.
     assert 1 <= len(loads) <= 2 and set(loads.values()) == {1}
+
+
+def test_pandas_and_arrow_udfs_give_the_same_rows(spark, tiny_model, ru_texts):
+    df = text_frame(spark, ru_texts, partitions=3, nulls_every=6)
+    arrow = by_id(df.withColumn("e", embed_udf(tiny_model, udf_type="arrow")("text")).collect(), "e")
+    pandas = by_id(df.withColumn("e", embed_udf(tiny_model, udf_type="pandas")("text")).collect(), "e")
+    assert arrow.keys() == pandas.keys()
+    for i in arrow:
+        assert (arrow[i] is None) == (pandas[i] is None) == (i % 6 == 0)
+        if arrow[i] is not None:
+            assert np.abs(np.array(arrow[i]) - np.array(pandas[i])).max() < TOL
 
 
 def test_metrics_count_rows_nulls_tokens(spark, tiny_model, ru_texts):
@@ -191,10 +208,11 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
         embed_udf(tiny_model, device="tpu")
 
 
-def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model):
+@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model, udf_type):
     df = spark.createDataFrame([(1,)], "n long")
     with pytest.raises(Exception, match=r"embed_udf needs a string column, got int.*cast the column to string"):
-        df.withColumn("e", embed_udf(tiny_model)("n")).collect()
+        df.withColumn("e", embed_udf(tiny_model, udf_type=udf_type)("n")).collect()
 
 
 def test_empty_dataframe(spark, tiny_model):

@@ -34,9 +34,11 @@ _encoders: OrderedDict[Hashable, Encoder] = OrderedDict()
 _loads: list[tuple[int, str, str, float]] = []  # (pid, model, device, seconds)
 
 
-def get_encoder(key: Hashable, spec: ModelSpec, model_dir: str, choice: DeviceChoice, name: str) -> Encoder:
+def get_encoder(
+    key: Hashable, spec: ModelSpec, model_dir: str, choice: DeviceChoice, name: str, backend: str = "auto"
+) -> Encoder:
     """The cached encoder for ``key`` on ``choice``'s device, loading it on first use in this process."""
-    full_key = (key, choice.device, choice.dtype)
+    full_key = (key, choice.device, choice.dtype, backend)
     with _lock:
         encoder = _encoders.get(full_key)
         if encoder is not None:
@@ -45,10 +47,11 @@ def get_encoder(key: Hashable, spec: ModelSpec, model_dir: str, choice: DeviceCh
         from .encoder import Encoder
 
         start = time.perf_counter()
-        encoder = Encoder(spec, model_dir, choice, name=name)
+        encoder = Encoder(spec, model_dir, choice, name=name, backend=backend)  # type: ignore[arg-type]
         seconds = time.perf_counter() - start
         _loads.append((os.getpid(), name, choice.device, seconds))
-        logger.info("Loaded %s on %s (%s) in %.1f s, pid %d", name, choice.device, choice.dtype, seconds, os.getpid())
+        logger.info("Loaded %s on %s (%s, %s) in %.1f s, pid %d", name, choice.device, choice.dtype,
+                    encoder.backend, seconds, os.getpid())
         _encoders[full_key] = encoder
         while len(_encoders) > _CAPACITY:
             _encoders.popitem(last=False)

@@ -11,21 +11,75 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from .batching import pad_batch, plan_batches
 from .device import DeviceChoice
-from .errors import EmbeddingError, ModelSourceError
+from .errors import EmbeddingError, ModelSourceError, OptionError
 from .model_spec import ModelSpec
 from .pooling import pool
 
-__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens"]
+__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "load_model", "Backend", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# int8 loads fp32 weights, then quantises every Linear (dynamic quantisation: int8 weights, activations
+# quantised per batch, fp32 accumulation; 2.9x the fp32 GEMM rate on an AVX512-VNNI core).
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
+
+Backend = Literal["auto", "fast", "transformers"]
+BACKENDS = ("auto", "fast", "transformers")
+
+
+def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 with per-output-channel weight scales.
+
+    Per-tensor scales (torch's default) cost all-MiniLM-L6-v2 a mean cosine of 0.84 to its fp32 embeddings on
+    Russian text; per-channel scales give 0.95. Quality figures per mode: docs/BENCHMARKS.md.
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's notice that eager quantisation moves to torchao
+        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def load_model(transformer_dir: str, spec: ModelSpec, choice: DeviceChoice, backend: Backend = "auto") -> tuple[Any, str]:
+    """Load the transformer for ``choice`` and wrap it in the fastest exact path available.
+
+    Returns:
+        ``(module, backend name)``; the module is called as ``module(input_ids=..., attention_mask=...)`` and
+        returns an object with ``last_hidden_state``.
+    """
+    from transformers import AutoModel
+
+    from .fast_deberta import FastDebertaEncoder, supports
+
+    model = AutoModel.from_pretrained(
+        transformer_dir,
+        dtype=_TORCH_DTYPES[choice.dtype],
+        use_safetensors=not spec.uses_pickle,
+        trust_remote_code=False,
+    )
+    model.eval()
+    name = "transformers"
+    module = model
+    if backend in ("auto", "fast") and supports(model):
+        module, name = FastDebertaEncoder(model).eval(), "fast-deberta"
+    elif backend == "fast":
+        raise OptionError(
+            f"backend='fast' runs DeBERTa v1 without relative attention (USER-base); {transformer_dir} is "
+            f"{spec.model_type!r}. Use backend='auto' to fall back to transformers."
+        )
+    if choice.dtype == "int8":
+        module = _quantize_int8(module)
+        name += "+int8"
+    return module.to(torch.device(choice.device)), name
 
 
 def default_batch_tokens(choice: DeviceChoice) -> int:
@@ -62,10 +116,14 @@ class Encoder:
         model_dir: where the model folder is on this machine.
         choice: device, dtype and threads.
         name: the model's name as the user gave it, for messages.
+        backend: ``"auto"`` (the fast DeBERTa path where it applies, else transformers), ``"fast"`` (that path
+            or an error) or ``"transformers"``.
     """
 
-    def __init__(self, spec: ModelSpec, model_dir: str, choice: DeviceChoice, *, name: str = "") -> None:
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(
+        self, spec: ModelSpec, model_dir: str, choice: DeviceChoice, *, name: str = "", backend: Backend = "auto"
+    ) -> None:
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -84,17 +142,11 @@ class Encoder:
         self._special_ids = set(tokenizer.all_special_ids)
         # Our own copy of the Rust tokenizer, truncating as sentence-transformers does and never padding:
         # padding happens per batch, after sorting by length.
-        backend = tokenizer.backend_tokenizer
-        backend.no_padding()
-        backend.enable_truncation(max_length=spec.max_seq_length)
-        self._tokenizer = backend
-        self.model = AutoModel.from_pretrained(
-            tdir,
-            dtype=_TORCH_DTYPES[choice.dtype],
-            use_safetensors=not spec.uses_pickle,
-            trust_remote_code=False,
-        )
-        self.model.eval().to(self.device)
+        rust_tokenizer = tokenizer.backend_tokenizer
+        rust_tokenizer.no_padding()
+        rust_tokenizer.enable_truncation(max_length=spec.max_seq_length)
+        self._tokenizer = rust_tokenizer
+        self.model, self.backend = load_model(tdir, spec, choice, backend)
         self._prompt_lengths: dict[str, int] = {}
         self._budget_cap: int | None = None
 

