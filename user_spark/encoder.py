@@ -21,7 +21,7 @@ from .errors import EmbeddingError, ModelSourceError
 from .model_spec import ModelSpec
 from .pooling import pool
 
-__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens"]
+__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "valid_unicode"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +88,26 @@ class Encoder:
         backend.no_padding()
         backend.enable_truncation(max_length=spec.max_seq_length)
         self._tokenizer = backend
-        self.model = AutoModel.from_pretrained(
+        # trust_remote_code=False: a config's ``auto_map`` (custom modelling code shipped in the folder) is never
+        # imported; transformers' own class for ``model_type`` is used, or loading fails.
+        self.model, info = AutoModel.from_pretrained(
             tdir,
             dtype=_TORCH_DTYPES[choice.dtype],
             use_safetensors=not spec.uses_pickle,
             trust_remote_code=False,
+            output_loading_info=True,
         )
+        _check_loading_info(tdir, spec, info)
         self.model.eval().to(self.device)
         self._prompt_lengths: dict[str, int] = {}
         self._budget_cap: int | None = None
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut."""
+        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut.
+
+        Lone surrogates (which Python strings may hold but UTF-8 cannot) become U+FFFD; see :func:`valid_unicode`.
+        """
+        texts = [valid_unicode(t) for t in texts]
         if self.spec.do_lower_case:
             texts = [t.lower() for t in texts]
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
@@ -194,6 +202,41 @@ class Encoder:
             pl = prompt_lens[batch] if prompt_lens is not None else None
             out[rows[batch]] = self._forward_splitting([ids[i] for i in batch], pl)
         return EmbedOutput(out, valid, int(lengths.sum()), int(truncated.sum()))
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate (U+D800..U+DFFF) replaced by U+FFFD, as a UTF-8 decoder would.
+
+    The Rust tokenizer rejects strings it cannot encode as UTF-8. A surrogate *pair* written as two code points
+    (``"\\ud83d\\ude00"``, as some JSON decoders produce) is joined into its character (U+1F600), not replaced.
+    Spark never hands such strings to a UDF (it replaces them on the way in); plain Python callers can.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _check_loading_info(folder: str, spec: ModelSpec, info: dict) -> None:
+    """Refuse weights that leave parameters of the architecture unset or of the wrong shape.
+
+    transformers fills missing parameters with random values and only logs a warning; embeddings from such a
+    model look fine and mean nothing, so a weight file from another variant of the architecture must fail here.
+    """
+    problems = []
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        problems.append(f"{len(missing)} parameters missing from the weights (e.g. {missing[:3]})")
+    if info.get("mismatched_keys"):
+        mismatched = sorted(str(k) for k in info["mismatched_keys"])
+        problems.append(f"{len(mismatched)} parameters with another shape (e.g. {mismatched[:3]})")
+    if problems:
+        files = ", ".join(os.path.join(folder, w) for w in spec.weights) or folder
+        raise ModelSourceError(
+            f"The weights in {files} do not fit {os.path.join(folder, 'config.json')}: {'; '.join(problems)}. "
+            "The config and the weights come from different models; re-download the whole folder."
+        )
 
 
 def describe_failure(name: str, choice: DeviceChoice, partition: int | None, exc: BaseException) -> EmbeddingError:

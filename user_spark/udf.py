@@ -128,7 +128,7 @@ def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, r
     import pandas as pd
     from pyspark import TaskContext
 
-    from . import _worker
+    from . import _faults, _worker
     from .device import task_device
     from .encoder import describe_failure
 
@@ -154,6 +154,7 @@ def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, r
         raise
     except Exception as exc:
         raise describe_failure(config.model_name, choice, partition, exc) from exc
+    _faults.maybe_inject_fault(partition)  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
     nulls = int((~out.valid).sum())
     metrics.add(rows=len(values), nulls=nulls, tokens=out.tokens, truncated=out.truncated)
     if out.truncated:
@@ -165,6 +166,25 @@ def _embed_batch(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, r
     return pd.Series([vectors[i] if ok else None for i, ok in enumerate(out.valid)], index=texts.index)
 
 
+def _valid_string(column: str | Column, what: str) -> Column:
+    """``column`` with invalid UTF-8 replaced by U+FFFD, or a clear error if it does not hold strings.
+
+    Spark strings are bytes and may hold invalid UTF-8 (a Parquet file written by another tool, a binary cast to
+    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` alone would also turn
+    numbers into strings silently, so the column's type is checked first.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(column) if isinstance(column, str) else column
+    kind = F.typeof(col)
+    return F.when(kind.startswith("string"), F.make_valid_utf8(col)).otherwise(
+        F.raise_error(F.concat(
+            F.lit(f"embed_udf needs a string {what} column, got "), kind,
+            F.lit(" values; cast the column to string first, e.g. F.col('x').cast('string')"),
+        ))
+    )
+
+
 def _make_udf(config: EmbedConfig, metrics: EmbedMetrics) -> Callable[..., Column]:
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import ArrayType, FloatType
@@ -172,11 +192,17 @@ def _make_udf(config: EmbedConfig, metrics: EmbedMetrics) -> Callable[..., Colum
     # No type hints on purpose: pyspark infers a UDF's kind from hints and rejects *args there; without
     # hints a pandas_udf is a scalar pandas UDF, which is what this is (pd.Series, [pd.Series] -> pd.Series).
     def embed(texts, *roles):  # type: ignore[no-untyped-def]
-        if len(roles) > 1:
-            raise UserSparkError(f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns")
         return _embed_batch(config, metrics, texts, roles[0] if roles else None)
 
-    udf = pandas_udf(embed, returnType=ArrayType(FloatType(), containsNull=False))  # type: ignore[call-overload]
+    raw = pandas_udf(embed, returnType=ArrayType(FloatType(), containsNull=False))  # type: ignore[call-overload]
+
+    def udf(text: str | Column, *roles: str | Column) -> Column:
+        if len(roles) > 1:
+            raise UserSparkError(
+                f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns"
+            )
+        return raw(_valid_string(text, "text"), *(_valid_string(r, "role") for r in roles))
+
     udf.config = config  # type: ignore[attr-defined]
     udf.metrics = metrics  # type: ignore[attr-defined]
     return udf
