@@ -25,6 +25,13 @@ __all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "valid_unicode"]
 
 logger = logging.getLogger(__name__)
 
+# No vocabulary token spans more than 64 characters (USER-base's longest: 37 bytes; WordPiece vocabularies:
+# ~20), so the first max_seq_length tokens of a text lie within its first max_seq_length * 64 characters.
+# Cutting longer texts there first keeps tokenizing a 10 MB string (or a 100k-character "word", which BPE
+# handles in quadratic time) as cheap as a normal one; the kept tokens change only when a single word
+# straddles the cut, which real text never does.
+_MAX_CHARS_PER_TOKEN = 64
+
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -106,13 +113,16 @@ class Encoder:
         """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut.
 
         Lone surrogates (which Python strings may hold but UTF-8 cannot) become U+FFFD; see :func:`valid_unicode`.
+        Texts over ``max_seq_length * 64`` characters are cut there before tokenizing (see ``_MAX_CHARS_PER_TOKEN``).
         """
-        texts = [valid_unicode(t) for t in texts]
+        limit = self.spec.max_seq_length * _MAX_CHARS_PER_TOKEN
+        cut = np.fromiter((len(t) > limit for t in texts), dtype=bool, count=len(texts))
+        texts = [valid_unicode(t[:limit]) for t in texts]
         if self.spec.do_lower_case:
             texts = [t.lower() for t in texts]
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         ids = [e.ids for e in encodings]
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
+        truncated = cut | np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
         return ids, truncated
 
     def prompt_length(self, prefix: str) -> int:
