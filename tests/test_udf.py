@@ -211,7 +211,7 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
 @pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
 def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model, udf_type):
     df = spark.createDataFrame([(1,)], "n long")
-    with pytest.raises(Exception, match=r"embed_udf needs a string column, got int.*cast the column to string"):
+    with pytest.raises(Exception, match=r"embed_udf needs a string text column, got bigint values; cast the column to string"):
         df.withColumn("e", embed_udf(tiny_model, udf_type=udf_type)("n")).collect()
 
 

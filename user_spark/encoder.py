@@ -22,9 +22,17 @@ from .errors import EmbeddingError, ModelSourceError, OptionError
 from .model_spec import ModelSpec
 from .pooling import pool
 
-__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "load_model", "Backend", "BACKENDS"]
+__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "load_model", "valid_unicode", "Backend", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
+
+# No vocabulary token spans more than 64 characters (USER-base's longest: 37 bytes; WordPiece vocabularies:
+# ~20), so the first max_seq_length tokens of a text lie within its first max_seq_length * 64 characters.
+# Cutting longer texts there first keeps tokenizing a 10 MB string (or a 100k-character "word", which BPE
+# handles in quadratic time) as cheap as a normal one; the kept tokens change only when a single word
+# straddles the cut, which real text never does.
+_MAX_CHARS_PER_TOKEN = 64
+_TOKENIZE_CHUNK = 256
 
 # int8 loads fp32 weights, then quantises every Linear (dynamic quantisation: int8 weights, activations
 # quantised per batch, fp32 accumulation; 2.9x the fp32 GEMM rate on an AVX512-VNNI core).
@@ -60,12 +68,16 @@ def load_model(transformer_dir: str, spec: ModelSpec, choice: DeviceChoice, back
 
     from .fast_deberta import FastDebertaEncoder, supports
 
-    model = AutoModel.from_pretrained(
+    # trust_remote_code=False: a config's ``auto_map`` (custom modelling code shipped in the folder) is never
+    # imported; transformers' own class for ``model_type`` is used, or loading fails.
+    model, info = AutoModel.from_pretrained(
         transformer_dir,
         dtype=_TORCH_DTYPES[choice.dtype],
         use_safetensors=not spec.uses_pickle,
         trust_remote_code=False,
+        output_loading_info=True,
     )
+    _check_loading_info(transformer_dir, spec, info)
     model.eval()
     name = "transformers"
     module = model
@@ -150,14 +162,27 @@ class Encoder:
         self._prompt_lengths: dict[str, int] = {}
         self._budget_cap: int | None = None
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut."""
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut.
+
+        Lone surrogates (which Python strings may hold but UTF-8 cannot) become U+FFFD; see :func:`valid_unicode`.
+        Texts over ``max_seq_length * 64`` characters are cut there before tokenizing (see ``_MAX_CHARS_PER_TOKEN``).
+        """
+        limit = self.spec.max_seq_length * _MAX_CHARS_PER_TOKEN
+        cut = np.fromiter((len(t) > limit for t in texts), dtype=bool, count=len(texts))
+        texts = [valid_unicode(t[:limit]) for t in texts]
         if self.spec.do_lower_case:
             texts = [t.lower() for t in texts]
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        ids = [e.ids for e in encodings]
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
-        return ids, truncated
+        # In chunks, keeping only int32 ids: a truncated text's Encoding also holds its overflow (offsets, masks,
+        # the cut-off tokens), ~0.5 KB per token; 10,000 worst-case rows at once peaked at 2.8 GiB.
+        ids: list[np.ndarray] = []
+        overflow = np.zeros(len(texts), dtype=bool)
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            encodings = self._tokenizer.encode_batch(texts[start : start + _TOKENIZE_CHUNK], add_special_tokens=True)
+            ids.extend(np.asarray(e.ids, dtype=np.int32) for e in encodings)
+            overflow[start : start + len(encodings)] = [bool(e.overflowing) for e in encodings]
+            del encodings
+        return ids, cut | overflow
 
     def prompt_length(self, prefix: str) -> int:
         """Tokens of ``prefix`` as it starts a text, leading special token included (sentence-transformers' rule)."""
@@ -175,7 +200,7 @@ class Encoder:
             return pool(hidden, mask_t, self.spec.pooling_modes, normalize=self.spec.normalize, prompt_lengths=pl)
 
     def _forward_splitting(
-        self, ids: list[list[int]], prompt_lengths: np.ndarray | None
+        self, ids: list[np.ndarray], prompt_lengths: np.ndarray | None
     ) -> np.ndarray:
         """Forward one batch; on CUDA out-of-memory, halve it and retry, and lower the budget from then on."""
         input_ids, mask = pad_batch(ids, self.pad_id)
@@ -246,6 +271,41 @@ class Encoder:
             pl = prompt_lens[batch] if prompt_lens is not None else None
             out[rows[batch]] = self._forward_splitting([ids[i] for i in batch], pl)
         return EmbedOutput(out, valid, int(lengths.sum()), int(truncated.sum()))
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate (U+D800..U+DFFF) replaced by U+FFFD, as a UTF-8 decoder would.
+
+    The Rust tokenizer rejects strings it cannot encode as UTF-8. A surrogate *pair* written as two code points
+    (``"\\ud83d\\ude00"``, as some JSON decoders produce) is joined into its character (U+1F600), not replaced.
+    Spark never hands such strings to a UDF (it replaces them on the way in); plain Python callers can.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _check_loading_info(folder: str, spec: ModelSpec, info: dict) -> None:
+    """Refuse weights that leave parameters of the architecture unset or of the wrong shape.
+
+    transformers fills missing parameters with random values and only logs a warning; embeddings from such a
+    model look fine and mean nothing, so a weight file from another variant of the architecture must fail here.
+    """
+    problems = []
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        problems.append(f"{len(missing)} parameters missing from the weights (e.g. {missing[:3]})")
+    if info.get("mismatched_keys"):
+        mismatched = sorted(str(k) for k in info["mismatched_keys"])
+        problems.append(f"{len(mismatched)} parameters with another shape (e.g. {mismatched[:3]})")
+    if problems:
+        files = ", ".join(os.path.join(folder, w) for w in spec.weights) or folder
+        raise ModelSourceError(
+            f"The weights in {files} do not fit {os.path.join(folder, 'config.json')}: {'; '.join(problems)}. "
+            "The config and the weights come from different models; re-download the whole folder."
+        )
 
 
 def describe_failure(name: str, choice: DeviceChoice, partition: int | None, exc: BaseException) -> EmbeddingError:

@@ -1,7 +1,7 @@
 """The embedding pandas UDF and ``with_embeddings``: the Spark side of user_spark.
 
 The driver resolves and checks the model folder, ships it to executors and validates columns and roles
-before any job runs. The executor side is :func:`_embed_batch`: it takes this worker's cached encoder
+before any job runs. The executor side is :func:`_embed_values`: it takes this worker's cached encoder
 (:mod:`user_spark._worker`), embeds the Arrow batch and returns one vector per row, null for null text.
 """
 
@@ -141,7 +141,7 @@ def _embed_values(config: EmbedConfig, metrics: EmbedMetrics, values: list[Any],
     """Executor side: embed one Arrow batch of texts (and, optionally, per-row roles) -> ``EmbedOutput``."""
     from pyspark import TaskContext
 
-    from . import _worker
+    from . import _faults, _worker
     from .device import task_device
     from .encoder import describe_failure
 
@@ -160,6 +160,7 @@ def _embed_values(config: EmbedConfig, metrics: EmbedMetrics, values: list[Any],
         raise
     except Exception as exc:
         raise describe_failure(config.model_name, choice, partition, exc) from exc
+    _faults.maybe_inject_fault(partition)  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
     nulls = int((~out.valid).sum())
     metrics.add(rows=len(values), nulls=nulls, tokens=out.tokens, truncated=out.truncated)
     if out.truncated:
@@ -207,6 +208,25 @@ def has_arrow_udf() -> bool:
     return True
 
 
+def _valid_string(column: str | Column, what: str) -> Column:
+    """``column`` with invalid UTF-8 replaced by U+FFFD, or a clear error if it does not hold strings.
+
+    Spark strings are bytes and may hold invalid UTF-8 (a Parquet file written by another tool, a binary cast to
+    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` alone would also turn
+    numbers into strings silently, so the column's type is checked first.
+    """
+    from pyspark.sql import functions as F
+
+    col = F.col(column) if isinstance(column, str) else column
+    kind = F.typeof(col)
+    return F.when(kind.startswith("string"), F.make_valid_utf8(col)).otherwise(
+        F.raise_error(F.concat(
+            F.lit(f"embed_udf needs a string {what} column, got "), kind,
+            F.lit(" values; cast the column to string first, e.g. F.col('x').cast('string')"),
+        ))
+    )
+
+
 def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto") -> Callable[..., Column]:
     from pyspark.sql.types import ArrayType, FloatType
 
@@ -230,11 +250,23 @@ def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto"
     if use_arrow:
         from pyspark.sql.functions import arrow_udf
 
-        udf = arrow_udf(embed, returnType=return_type)
+        raw = arrow_udf(embed, returnType=return_type)
     else:
         from pyspark.sql.functions import pandas_udf
 
-        udf = pandas_udf(embed, returnType=return_type)  # type: ignore[call-overload]
+        raw = pandas_udf(embed, returnType=return_type)  # type: ignore[call-overload]
+
+    def udf(text: str | Column, *roles: str | Column) -> Column:
+        if len(roles) > 1:
+            raise UserSparkError(
+                f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns"
+            )
+        column = raw(_valid_string(text, "text"), *(_valid_string(r, "role") for r in roles))
+        return column.alias(f"embed({text})") if isinstance(text, str) else column
+
+    # What a UDF object offers, for spark.udf.register(name, udf.raw) and introspection.
+    udf.raw = raw  # type: ignore[attr-defined]
+    udf.func, udf.evalType, udf.returnType = raw.func, raw.evalType, raw.returnType  # type: ignore[attr-defined]
     udf.config = config  # type: ignore[attr-defined]
     udf.metrics = metrics  # type: ignore[attr-defined]
     return udf

@@ -1,0 +1,166 @@
+"""Hostile text: nulls, empty and huge strings, invalid Unicode, control characters, odd frames.
+
+Every case gives either the right vector (the one the encoder gives the same text on its own) or a clear
+error; no row is lost, duplicated or reordered. Property-based tests (hypothesis) check the invariants on the
+pure encoder, where examples cost milliseconds, and a few through Spark.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from user_spark import embed_udf, with_embeddings
+from user_spark.device import choose_device
+from user_spark.encoder import Encoder, valid_unicode
+from user_spark.model_spec import read_model_spec
+
+TOL = 1e-5
+
+HOSTILE = [
+    "",
+    "   \t\n  ",
+    "Ж" * 100_000,  # 100k characters: truncated at 512 tokens
+    "обычный текст с \ud800 одиноким суррогатом",  # lone high surrogate
+    "\udfff",  # lone low surrogate only
+    "\x00\x01\x07\x1b[31mуправляющие\x7f\u200b\u200e\ufeff",  # control, zero-width, BOM
+    "эмодзи 🙂👍🏽👨‍👩‍👧 и флаг 🇷🇺",
+    "Смешанные scripts: 中文, العربية, ελληνικά, עברית, देवनागरी",
+    "\U0010ffff\ufffe\uffff",  # noncharacters: valid code points, never assigned
+    "x",
+]
+
+# Code points a hostile source may carry, lone surrogates included (hypothesis' text() leaves those out).
+hostile_chars = st.one_of(
+    st.characters(codec=None),
+    st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\x00", "\u202e", "🙂", " ", "\n"]),
+)
+texts = st.lists(st.one_of(st.none(), st.text(hostile_chars, max_size=60)), max_size=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    return Encoder(read_model_spec(tiny_model), tiny_model, choose_device(task_cpus=1))
+
+
+def alone(encoder: Encoder, text: str | None, prefix: str = "query: ") -> np.ndarray | None:
+    if text is None:
+        return None
+    return encoder.embed([text], prefix).vectors[0]
+
+
+def test_valid_unicode_replaces_lone_surrogates_and_joins_pairs():
+    assert valid_unicode("a\ud800b") == "a\ufffdb"
+    assert valid_unicode("\udfff\ud800") == "\ufffd\ufffd"
+    assert valid_unicode("\ud83d\ude00") == "\U0001f600"  # a pair written as two code points is one emoji
+    assert valid_unicode("обычный 🙂") == "обычный 🙂"
+
+
+def test_encoder_embeds_every_hostile_text(tiny):
+    out = tiny.embed(HOSTILE + [None], "query: ")
+    assert out.vectors.shape == (len(HOSTILE) + 1, 64)
+    assert out.valid.tolist() == [True] * len(HOSTILE) + [False]
+    assert np.isfinite(out.vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(out.vectors[:-1], axis=1), 1.0, atol=1e-5)
+    assert not out.vectors[-1].any()
+    assert out.truncated == 1  # the 100k-character text, and only it
+    # A lone surrogate is embedded as U+FFFD would be.
+    assert np.abs(out.vectors[4] - alone(tiny, "\ufffd")).max() < TOL
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=texts, budget=st.integers(min_value=8, max_value=600))
+def test_encoder_invariants(tiny, batch, budget):
+    out = tiny.embed(batch, "passage: ", batch_tokens=budget)
+    assert out.vectors.shape == (len(batch), 64)  # row count kept
+    assert out.valid.tolist() == [t is not None for t in batch]  # null in -> null out
+    for i, text in enumerate(batch):
+        if text is None:
+            assert not out.vectors[i].any()
+        else:  # in order, and the same vector as the text on its own, whatever else shares its batch
+            assert np.abs(out.vectors[i] - alone(tiny, text, "passage: ")).max() < TOL
+
+
+def test_per_row_prefix_count_must_match(tiny):
+    with pytest.raises(ValueError, match="2 prefixes for 3 texts"):
+        tiny.embed(["a", "b", "c"], ["query: ", "query: "])
+
+
+def hostile_frame(spark):
+    from pyspark.sql import functions as F
+
+    rows = [(i % 7, t) for i, t in enumerate(HOSTILE + [None])]  # duplicate ids on purpose
+    df = spark.createDataFrame(rows, "id long, text string")
+    # Invalid UTF-8 bytes in a string column (as a Parquet file from another tool may hold): Arrow cannot
+    # convert them to Python, so the UDF replaces them with U+FFFD on the JVM side.
+    bad = spark.range(1).select(F.lit(99).cast("long").alias("id"), F.unhex(F.lit("C328FF41")).cast("string").alias("text"))
+    return df.unionByName(bad)
+
+
+@pytest.mark.parametrize("records_per_batch", ["1", "8"])
+def test_spark_udf_on_hostile_rows(spark, tiny_model, tiny, records_per_batch):
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", records_per_batch)
+    try:
+        rows = hostile_frame(spark).withColumn("e", embed_udf(tiny_model)("text")).collect()
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "8")
+    expected_texts = HOSTILE + [None, "\ufffd(\ufffdA"]
+    assert [r.id for r in rows] == [i % 7 for i in range(len(HOSTILE) + 1)] + [99]  # no row lost or reordered
+    for row, text in zip(rows, expected_texts):
+        want = alone(tiny, text)
+        if want is None:
+            assert row.e is None
+        else:
+            assert row.text == valid_unicode(text)  # Spark replaced the lone surrogates itself
+            assert np.abs(np.asarray(row.e) - want).max() < TOL, repr(text[:20])
+
+
+def test_single_row_and_all_null_frames(spark, tiny_model, tiny):
+    one = spark.createDataFrame([(1, "одна строка")], "id long, text string")
+    rows = with_embeddings(one, ["text"], model=tiny_model).collect()
+    assert len(rows) == 1 and np.abs(np.asarray(rows[0].text_embedding) - alone(tiny, "одна строка")).max() < TOL
+    nulls = spark.createDataFrame([(i, None) for i in range(5)], "id long, text string").repartition(2)
+    rows = with_embeddings(nulls, ["text"], model=tiny_model).collect()
+    assert sorted(r.id for r in rows) == list(range(5)) and all(r.text_embedding is None for r in rows)
+
+
+def test_missing_column_and_non_string_role_column_fail_clearly(spark, tiny_model):
+    from pyspark.errors import AnalysisException
+
+    df = spark.createDataFrame([("текст", 1)], "text string, kind int")
+    udf = embed_udf(tiny_model)
+    with pytest.raises(AnalysisException, match="nope"):
+        df.withColumn("e", udf("nope"))
+    with pytest.raises(Exception, match="embed_udf needs a string role column, got int values"):
+        df.withColumn("e", udf("text", "kind")).collect()
+    with pytest.raises(Exception, match="takes a text column and optionally a role column; got 3"):
+        udf("text", "kind", "kind")
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(st.one_of(st.none(), st.text(hostile_chars, max_size=40)), min_size=1, max_size=10),
+       partitions=st.integers(min_value=1, max_value=3))
+def test_spark_invariants(spark, tiny_model, tiny, batch, partitions):
+    df = spark.createDataFrame(list(enumerate(batch)), "id long, text string").repartition(partitions)
+    rows = df.withColumn("e", embed_udf(tiny_model, role="passage")("text")).collect()
+    assert sorted(r.id for r in rows) == list(range(len(batch)))
+    for row in rows:
+        want = alone(tiny, batch[row.id], "passage: ")
+        assert (row.e is None) == (want is None)
+        if want is not None:
+            assert np.abs(np.asarray(row.e) - want).max() < TOL
+
+
+def test_huge_texts_are_cut_before_tokenizing_without_changing_their_tokens(tiny, ru_texts):
+    import time
+
+    long_text = " ".join(ru_texts) * 40  # ~ 300k characters of real prose
+    full = tiny._tokenizer.encode(long_text).ids  # what the tokenizer keeps without the cut
+    ids, truncated = tiny.tokenize([long_text])
+    assert ids[0].tolist() == full and truncated.tolist() == [True]
+    one_word = "Ж" * 1_000_000  # one 1M-character "word": quadratic in BPE, about 100 s uncut
+    start = time.perf_counter()
+    ids, truncated = tiny.tokenize([one_word, "короткий"])
+    assert time.perf_counter() - start < 5 and len(ids[0]) == 512 and truncated.tolist() == [True, False]
