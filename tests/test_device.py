@@ -76,7 +76,8 @@ def test_bad_options(bad):
 def test_fast_precision_picks_the_hardware_fast_path():
     assert choose_device(precision="fast", cuda_device_count=1).dtype == "float16"
     assert choose_device(precision="fast", cpu_bf16=True).dtype == "bfloat16"
-    assert choose_device(precision="fast", cpu_bf16=False).dtype == "int8"
+    # Without native bf16, bf16 is emulated (slower than fp32) and int8 loses too much: fast stays exact.
+    assert choose_device(precision="fast", cpu_bf16=False).dtype == "float32"
 
 
 def test_int8_is_cpu_only():

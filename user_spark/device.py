@@ -85,8 +85,9 @@ def choose_device(
         requested: ``"auto"`` (the task's GPU, else any visible GPU, else CPU), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
         precision: ``"auto"`` (fp16 on GPU, exact fp32 on CPU), ``"fast"`` (fp16 on GPU; on CPU bf16 where
-            the CPU computes bf16 natively, else int8), ``"fp32"``, ``"fp16"`` (GPU), ``"bf16"`` or ``"int8"``
-            (CPU).
+            the CPU computes bf16 natively, else fp32: emulated bf16 is slower than fp32 and int8 costs too
+            much quality to be a default, see docs/BENCHMARKS.md), ``"fp32"``, ``"fp16"`` (GPU), ``"bf16"`` or
+            ``"int8"`` (CPU, opt-in).
         gpu_addresses: ``TaskContext.resources()["gpu"].addresses``; empty when Spark assigned none.
         cuda_device_count: ``torch.cuda.device_count()`` in this process.
         visible_devices: ``CUDA_VISIBLE_DEVICES`` of this process.
@@ -143,7 +144,7 @@ def choose_device(
     if precision == "auto":
         dtype = "float16" if on_gpu else "float32"
     elif precision == "fast":
-        dtype = "float16" if on_gpu else ("bfloat16" if cpu_bf16 else "int8")
+        dtype = "float16" if on_gpu else ("bfloat16" if cpu_bf16 else "float32")
     else:
         dtype = _DTYPES[precision]
     if not on_gpu and dtype == "float16":

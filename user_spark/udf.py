@@ -308,7 +308,8 @@ def embed_udf(
         max_batch_rows: optional cap on rows per model batch.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"auto"`` (fp16 on GPU, exact fp32 on CPU), ``"fast"`` (fp16 on GPU; bf16 on CPUs with
-            native bf16, int8 on others), or one of ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"``.
+            native bf16, fp32 on others), or one of ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"`` (CPU,
+            opt-in: 0.95 mean cosine to fp32 on real weights).
             See docs/BENCHMARKS.md for each mode's speed and quality.
         threads: torch threads per task on CPU (default: the task's ``spark.task.cpus``).
         backend: ``"auto"`` (the fast SDPA path for DeBERTa v1 without relative attention, i.e. USER-base;
