@@ -119,7 +119,7 @@ def test_spherical_kmeans_recovers_separated_clusters_and_probes():
     assert probes.shape == (10, 3) and (probes[:, 0] == assigned[:10]).all()
     tie = nearest_lists(np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32), 3)
     assert tie.tolist() == [[2, 0, 1]]
-    assert default_nlist(10_000) == 100 and default_nprobe(100) == 25 and default_nprobe(4) == 4
+    assert default_nlist(10_000) == 100 and default_nprobe(100) == 25 and default_nprobe(4) == 4 and default_nprobe(40) == 16
 
 
 def test_text_key_normalises_unicode_case_and_spaces():

@@ -20,8 +20,8 @@ def default_nlist(n_right: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists each left row probes by default: a quarter of the lists, at least 8 (all lists when fewer)."""
-    return int(min(nlist, max(8, math.ceil(nlist / 4))))
+    """Lists each left row probes by default: a quarter of the lists, at least 16 (all lists when fewer)."""
+    return int(min(nlist, max(16, math.ceil(nlist / 4))))
 
 
 def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, iterations: int = 25) -> np.ndarray:

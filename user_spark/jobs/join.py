@@ -82,7 +82,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--min-score", type=float, help="leave out matches below this cosine")
     parser.add_argument("--method", choices=("exact", "ivf"), default="exact")
     parser.add_argument("--nlist", type=int, help="IVF lists (default: about sqrt(right rows))")
-    parser.add_argument("--nprobe", type=int, help="IVF lists probed per left row (default: max(8, nlist/4))")
+    parser.add_argument("--nprobe", type=int, help="IVF lists probed per left row (default: max(16, nlist/4))")
     parser.add_argument("--block-rows", type=int, default=8192, help="rows per block (default: %(default)s)")
     add_model_arguments(parser)
     add_spark_arguments(parser)
