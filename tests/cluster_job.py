@@ -1,6 +1,6 @@
-"""Runs embedding jobs on a multi-process Spark cluster, in its own process, for ``test_cluster.py``.
+"""Runs embedding jobs on a multi-process Spark cluster, in its own process, for ``test_multiprocess.py``.
 
-A second SparkSession cannot share the test session's JVM, so ``test_cluster.py`` runs this script with
+A second SparkSession cannot share the test session's JVM, so ``test_multiprocess.py`` runs this script with
 ``subprocess``. It starts ``local-cluster[2,1,2048]`` (a master, two workers, two executor JVMs with their own
 Python workers), so the model folder is shipped as an archive and found with ``SparkFiles.get``, then writes
 three Parquet outputs of the same job and a ``result.json``:

@@ -1,88 +1,66 @@
-"""Multi-process Spark: separate executor JVMs and Python workers, a shipped model archive, killed workers.
-
-Not here yet (issue 6): the same kill test for the dedup job (waits for that job to land from its branch)
-and "killed driver, then re-run of the incremental enrichment job resumes" (that job is issue 5, not built).
-
-``tests/cluster_job.py`` runs the jobs on ``local-cluster[2,1,2048]`` in a subprocess (a second SparkSession
-cannot share this process's JVM) and writes Parquet outputs; these tests read them and compare them with the
-same job on the ``local[2]`` test session.
-"""
+"""cluster on local Spark: planted clusters found, k chosen by silhouette, determinism, summary, CLI + PNG."""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from jobdata import unit
+from pyspark.testing import assertDataFrameEqual
 
-from user_spark import with_embeddings
-
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-HERE = os.path.dirname(__file__)
-
-
-@pytest.fixture(scope="module")
-def cluster_run(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cluster")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "cluster_job.py"), "--model", tiny_model, "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=480,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    with open(out / "result.json") as fh:
-        return out, json.load(fh)
+from user_spark import ColumnError, OptionError, cluster
+from user_spark.cli import main
+from user_spark.jobs.cluster import parse_k
 
 
 @pytest.fixture(scope="module")
-def local_reference(spark, tiny_model):
-    """The same job on the local[2] test session: id -> embedding (None for null text)."""
-    import cluster_job
-
-    rows = with_embeddings(cluster_job.frame(spark), {"text": "passage"}, model=tiny_model).collect()
-    return {r.id: r.text_embedding for r in rows}
-
-
-def read_run(out, name: str) -> pd.DataFrame:
-    return pd.read_parquet(out / name).sort_values("id", kind="stable").reset_index(drop=True)
+def blobs(spark):
+    rng = np.random.default_rng(8)
+    centers = unit(rng.standard_normal((4, 16)))
+    labels = rng.integers(0, 4, 200)
+    x = unit(centers[labels] + 0.04 * rng.standard_normal((200, 16)))
+    rows = [(int(i), f"текст {labels[i]}-{i}", x[i].tolist()) for i in range(200)]
+    return x, labels, spark.createDataFrame(rows, "id long, text string, emb array<float>")
 
 
-def assert_same_as_reference(df: pd.DataFrame, reference: dict) -> None:
-    # Exactly once: every input row, none twice.
-    assert df["id"].tolist() == sorted(reference)
-    for row_id, got in zip(df["id"], df["text_embedding"]):
-        want = reference[row_id]
-        assert (got is None) == (want is None), row_id
-        if want is not None:
-            assert np.abs(np.asarray(got) - np.asarray(want)).max() < 1e-6, row_id
+def test_k_chosen_by_silhouette_finds_planted_clusters_deterministically(blobs):
+    x, labels, df = blobs
+    res = cluster(df.repartition(3), id_col="id", text_col="text", embedding_col="emb", k=range(2, 7), seed=3, top_n=2)
+    assert res.k == 4 and max(res.silhouettes, key=res.silhouettes.get) == 4 and set(res.silhouettes) == {2, 3, 4, 5, 6}
+    a = res.assignments.toPandas().sort_values("id")
+    assert list(a.columns) == ["id", "cluster_id", "similarity"]
+    assert len({(p, q) for p, q in zip(labels, a["cluster_id"])}) == 4  # same partition as planted
+    np.testing.assert_allclose(a["similarity"], (x @ res.centroids.T).max(axis=1), atol=1e-5)
+    s = res.summary.toPandas()
+    assert s["size"].sum() == 200 and list(s["cluster_id"]) == [0, 1, 2, 3]
+    for row in s.itertuples():
+        members = a[a["cluster_id"] == row.cluster_id].sort_values(["similarity", "id"], ascending=[False, True])
+        assert list(row.nearest) == [f"текст {labels[i]}-{i}" for i in members["id"][:2]]
+    again = cluster(df.coalesce(1), id_col="id", embedding_col="emb", k=4, seed=3)
+    assertDataFrameEqual(res.assignments, again.assignments, rtol=1e-6)
 
 
-def test_cluster_loads_model_once_per_executor_python_worker(cluster_run):
-    out, result = cluster_run
-    assert result["master"].startswith("local-cluster")
-    assert result["location_kind"] == "spark_files"  # the folder travelled as an archive, found by SparkFiles.get
-    workers = read_run(out, "clean")["worker"].str.split(":", expand=True).astype(int)
-    loads = workers.groupby(0)[1].max()
-    assert result["driver_pid"] not in loads.index
-    # 8 tasks on two single-core executors: two reused Python workers, each loaded the model exactly once.
-    assert len(loads) == 2 and set(loads) == {1}
+def test_cluster_errors(blobs):
+    _, _, df = blobs
+    with pytest.raises(OptionError, match=r"k must be an integer >= 2 or a range"):
+        cluster(df, id_col="id", embedding_col="emb", k=1)
+    with pytest.raises(ColumnError, match="Column 'title' not found"):
+        cluster(df, id_col="id", text_col="title", embedding_col="emb")
+    with pytest.raises(OptionError, match="cluster needs text_col= .* or embedding_col="):
+        cluster(df, id_col="id")
+    assert parse_k("5:30:5") == range(5, 31, 5) and parse_k("7") == 7
+    with pytest.raises(OptionError, match="--k expects"):
+        parse_k("a:b")
 
 
-def test_cluster_output_equals_local_mode(cluster_run, local_reference):
-    out, result = cluster_run
-    assert result["runs"]["clean"]["failed_tasks"] == 0
-    assert_same_as_reference(read_run(out, "clean"), local_reference)
-
-
-@pytest.mark.parametrize("fault", ["kill-worker", "kill-executor"])
-def test_killed_worker_or_executor_is_retried_without_lost_or_duplicated_rows(cluster_run, local_reference, fault):
-    out, result = cluster_run
-    run = result["runs"][fault]
-    assert run["fired"] and "partition=" in run["fired"] and not run["still_armed"]  # the fault really happened
-    assert run["failed_tasks"] + run["stage_reattempts"] >= 1  # and Spark retried
-    assert_same_as_reference(read_run(out, fault), local_reference)
+def test_cli_cluster_writes_parquet_and_a_png(spark, blobs, tmp_path, capsys):
+    _, _, df = blobs
+    df.write.parquet(str(tmp_path / "in"))
+    out = tmp_path / "out"
+    assert main(["cluster", "--input", str(tmp_path / "in"), "--output", str(out), "--id-col", "id",
+                 "--embedding-col", "emb", "--text-col", "text", "--k", "4"]) == 0
+    assert "user-spark cluster: k=4" in capsys.readouterr().out
+    assert len(pd.read_parquet(out / "assignments")) == 200
+    assert pd.read_parquet(out / "summary")["size"].sum() == 200
+    png = (out / "clusters.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -2,6 +2,7 @@
 
 >>> from user_spark import embed_udf, with_embeddings
 >>> df = with_embeddings(df, {"title": "query", "body": "passage"})  # doctest: +SKIP
+>>> from user_spark import dedup, cluster, similarity_join   # jobs on the embeddings
 
 Importing this package is cheap: torch and transformers load only on executors (and in the driver only when a
 model folder is checked), never at import time.
@@ -9,6 +10,8 @@ model folder is checked), never at import time.
 
 from __future__ import annotations
 
+from .cluster import ClusterResult, cluster
+from .dedup import DedupResult, dedup
 from .errors import (
     ColumnError,
     EmbeddingError,
@@ -20,6 +23,7 @@ from .errors import (
 from .metrics import EmbedMetrics
 from .model_source import DEFAULT_MODEL
 from .roles import DEFAULT_PROMPTS
+from .similarity_join import similarity_join
 from .udf import EmbedConfig, embed_udf, with_embeddings
 
 __version__ = "0.1.0"
@@ -27,7 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_PROMPTS",
+    "ClusterResult",
     "ColumnError",
+    "DedupResult",
     "EmbedConfig",
     "EmbedMetrics",
     "EmbeddingError",
@@ -36,6 +42,9 @@ __all__ = [
     "RoleError",
     "UserSparkError",
     "__version__",
+    "cluster",
+    "dedup",
     "embed_udf",
+    "similarity_join",
     "with_embeddings",
 ]

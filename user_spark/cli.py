@@ -1,6 +1,7 @@
 """``user-spark``: one command, a subcommand per job.
 
     user-spark embed --input docs.parquet --output out --column body:passage
+    user-spark dedup --input docs.parquet --output out --id-col id --text-col body
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ __all__ = ["main", "JOBS"]
 # subcommand -> module under user_spark.jobs with build_parser() and main(argv)
 JOBS = {
     "embed": "Add sentence embeddings to text columns of a table.",
+    "dedup": "Drop exact and near-duplicate rows (cosine of embeddings).",
+    "cluster": "Cluster rows by their embeddings (k-means, cosine); writes a PNG too.",
+    "join": "Top-k most similar rows of one table for each row of another (or itself).",
 }
 
 

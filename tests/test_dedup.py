@@ -1,0 +1,104 @@
+"""dedup on local Spark: groups equal brute-force components, exact duplicates, rules, determinism, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from jobdata import brute_components, planted_duplicates
+from pyspark.testing import assertDataFrameEqual
+
+from user_spark import ColumnError, OptionError, dedup
+from user_spark.cli import main
+
+
+@pytest.fixture(scope="module")
+def planted(spark):
+    x = planted_duplicates()
+    ids = [int(i) * 7 % 1000 for i in range(len(x))]  # ids not in row order
+    rows = [(ids[i], f"text {i}", x[i].tolist()) for i in range(len(x))]
+    return x, ids, spark.createDataFrame(rows, "id long, text string, emb array<float>")
+
+
+def test_groups_are_the_brute_force_components_for_any_partitioning(planted):
+    x, ids, df = planted
+    expected = brute_components(x, ids, 0.9)
+    assert len(set(expected.values())) >= 15  # the data has many groups, some only joined through a middle row
+    results = [dedup(df.repartition(p), id_col="id", embedding_col="emb", threshold=0.9) for p in (1, 3)]
+    for res in results:
+        groups = res.groups.toPandas()
+        assert dict(zip(groups["id"], groups["group_id"])) == expected
+        assert (groups["representative_id"] == groups["group_id"]).all()  # smallest_id rule
+        assert res.summary == {"rows_in": len(ids), "exact_duplicates": 0, "near_duplicates": len(expected) - len(set(expected.values())),
+                               "rows_kept": len(ids) - len(expected) + len(set(expected.values())), "groups": len(set(expected.values()))}
+        kept = res.kept.toPandas()
+        assert list(kept.columns) == ["id", "text", "emb"] and len(kept) == res.summary["rows_kept"]
+        assert not set(kept["id"]) & {i for i, g in expected.items() if i != g}
+    assertDataFrameEqual(results[0].groups, results[1].groups)
+    # similarity is the cosine to the representative
+    g = results[0].groups.toPandas()
+    pos = {i: n for n, i in enumerate(ids)}
+    for row in g.itertuples():
+        assert row.similarity == pytest.approx(float(x[pos[row.id]] @ x[pos[row.representative_id]]), abs=1e-5)
+
+
+def test_exact_duplicates_by_normalised_text_and_longest_text_rule(spark):
+    rng = np.random.default_rng(3)
+    vec = [rng.standard_normal(8).tolist() for _ in range(6)]
+    near = (np.array(vec[0]) + 0.01).tolist()
+    rows = [
+        (1, "Мама мыла раму.", vec[0]),
+        (2, "  мама  МЫЛА раму. ", vec[0]),    # exact duplicate of 1, and longer: the one embedded
+        (3, "Мама мыла раму, а папа читал газету.", near),  # near duplicate of 1 by vector
+        (4, "Совсем другая фраза.", vec[3]),
+        (5, None, vec[4]),
+        (6, None, vec[4]),                   # null text: no exact step, but identical vectors
+    ]
+    df = spark.createDataFrame(rows, "id int, text string, emb array<double>")
+    res = dedup(df, id_col="id", text_col="text", embedding_col="emb", threshold=0.95, representative="longest_text")
+    g = res.groups.toPandas().set_index("id").sort_index()
+    assert g["group_id"].to_dict() == {1: 1, 2: 1, 3: 1, 5: 5, 6: 5}
+    assert g["representative_id"].to_dict() == {1: 3, 2: 3, 3: 3, 5: 5, 6: 5}
+    assert g.loc[3, "similarity"] == 1.0 and g.loc[2, "similarity"] == g.loc[1, "similarity"] < 1.0
+    assert res.summary == {"rows_in": 6, "exact_duplicates": 1, "near_duplicates": 2, "rows_kept": 3, "groups": 2}
+    assert sorted(r.id for r in res.kept.collect()) == [3, 4, 5]
+
+
+def test_errors_before_any_work(spark, planted):
+    _, _, df = planted
+    with pytest.raises(OptionError, match=r"threshold must be a cosine in \(0, 1\), got 1.5"):
+        dedup(df, id_col="id", embedding_col="emb", threshold=1.5)
+    with pytest.raises(ColumnError, match=r"Id column 'key' not found; available: \['id', 'text', 'emb'\]"):
+        dedup(df, id_col="key", embedding_col="emb")
+    with pytest.raises(ColumnError, match=r"Embedding column 'text' is string, expected array<float>"):
+        dedup(df, id_col="id", embedding_col="text")
+    with pytest.raises(OptionError, match="longest_text' needs text_col="):
+        dedup(df, id_col="id", embedding_col="emb", representative="longest_text")
+    with pytest.raises(OptionError, match="representative must be"):
+        dedup(df, id_col="id", embedding_col="emb", representative="first")  # type: ignore[arg-type]
+    dup = df.union(df.limit(1))
+    with pytest.raises(ColumnError, match=r"Id column 'id' of the input must be unique and not null; found 0 \(2 rows\)"):
+        dedup(dup, id_col="id", embedding_col="emb")
+    ragged = spark.createDataFrame([(1, [1.0, 0.0]), (2, [1.0])], "id long, emb array<float>")
+    with pytest.raises(ColumnError, match=r"vectors of different lengths \(1 to 2\)"):
+        dedup(ragged, id_col="id", embedding_col="emb")
+
+
+def test_cli_dedup_embeds_text_with_the_model(spark, tiny_model, tmp_path, capsys):
+    from conftest import prose_sentences
+
+    texts = prose_sentences(30)
+    texts += [texts[0].upper(), texts[1] + "  "]  # two exact duplicates
+    pd.DataFrame({"id": range(len(texts)), "text": texts}).to_parquet(tmp_path / "in.parquet")
+    out = tmp_path / "out"
+    assert main(["dedup", "--input", str(tmp_path / "in.parquet"), "--output", str(out), "--id-col", "id",
+                 "--text-col", "text", "--model", tiny_model, "--threshold", "0.999"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("user-spark dedup: {") and '"exact_duplicates": 2' in printed
+    kept = pd.read_parquet(out / "kept")
+    groups = pd.read_parquet(out / "groups").sort_values("id")
+    assert {30, 31} <= set(groups["id"]) and 30 not in set(kept["id"]) and 0 in set(kept["id"])
+    assert (out / "summary.json").exists()
+    assert main(["dedup", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o2"),
+                 "--id-col", "id"]) == 2
+    assert "Name the text column (--text-col) or an embedding column" in capsys.readouterr().err

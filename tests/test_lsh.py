@@ -1,0 +1,129 @@
+"""Pure numpy logic of the jobs: LSH banding math, block top-k, threshold pairs, IVF lists, text keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from user_spark.blockmath import block_topk, sort_by_id, threshold_pairs, unit_rows
+from user_spark.ivf import default_nlist, default_nprobe, nearest_lists, spherical_kmeans
+from user_spark.lsh import band_keys, candidate_probability, choose_bands, collision_probability, hyperplanes
+from user_spark.textnorm import normalize_text, text_key
+
+
+def unit(rng, n, d):
+    return unit_rows(rng.standard_normal((n, d)))
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.85, 0.9, 0.92, 0.95, 0.98])
+def test_chosen_bands_find_pairs_at_the_threshold_with_995_percent(threshold):
+    bands, rows = choose_bands(threshold)
+    assert bands <= 64
+    assert candidate_probability(threshold, bands, rows) >= 0.995
+    # the next wider band would need more than 64 bands
+    assert candidate_probability(threshold, 64, rows + 1) < 0.995
+
+
+def test_collision_probability_matches_random_hyperplanes():
+    rng = np.random.default_rng(0)
+    d, planes = 48, hyperplanes(48, 4000, seed=3)
+    a = unit(rng, 1, d)[0]
+    noise = unit(rng, 1, d)[0]
+    noise -= (noise @ a) * a
+    noise /= np.linalg.norm(noise)
+    b = 0.9 * a + np.sqrt(1 - 0.81) * noise  # cosine 0.9 exactly
+    same = np.mean(((a @ planes) >= 0) == ((b @ planes) >= 0))
+    assert abs(same - collision_probability(0.9)) < 0.02
+
+
+def test_band_keys_equal_for_equal_vectors_and_seeded():
+    rng = np.random.default_rng(1)
+    x = unit(rng, 5, 16)
+    planes = hyperplanes(16, 3 * 10, seed=9)
+    keys = band_keys(np.vstack([x, x[:1]]), planes, 3, 10)
+    assert keys.shape == (6, 3) and keys.dtype == np.int64
+    assert (keys[0] == keys[5]).all()
+    assert (keys >= 0).all() and (keys < 2**10).all()
+    assert np.array_equal(hyperplanes(16, 30, seed=9), planes)
+    with pytest.raises(ValueError, match="need 40 hyperplanes"):
+        band_keys(x, planes, 4, 10)
+
+
+def brute_topk(lids, left, rids, right, k, min_score=None, exclude=False):
+    out = []
+    scores = left @ right.T
+    for i, lid in enumerate(lids):
+        cand = [(-scores[i, j], rids[j]) for j in range(len(rids))
+                if not (exclude and rids[j] == lid) and (min_score is None or scores[i, j] >= min_score)]
+        out += [(lid, rid, -neg) for neg, rid in sorted(cand)[:k]]
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), m=st.integers(1, 40), k=st.integers(1, 12), seed=st.integers(0, 10_000),
+       chunk=st.sampled_from([1, 3, 1024]), min_score=st.sampled_from([None, 0.0, 1.0]), exclude=st.booleans())
+def test_block_topk_equals_brute_force_with_ties_by_id(n, m, k, seed, chunk, min_score, exclude):
+    rng = np.random.default_rng(seed)
+    # small integer vectors: exact dot products (any GEMM order) and many equal scores
+    left = rng.integers(-1, 2, (n, 4)).astype(np.float32)
+    right = rng.integers(-1, 2, (m, 4)).astype(np.float32)
+    lids, left = sort_by_id(rng.permutation(60)[:n], left)
+    rids, right = sort_by_id(rng.permutation(60)[:m], right)
+    got = block_topk(lids, left, rids, right, k, min_score=min_score, exclude_same_id=exclude, chunk_rows=chunk)
+    ref = brute_topk(lids, left, rids, right, k, min_score, exclude)
+    assert [(a, b) for a, b, _ in ref] == list(zip(got[0].tolist(), got[1].tolist()))
+    np.testing.assert_allclose(got[2], [s for *_, s in ref], atol=1e-6)
+
+
+def test_threshold_pairs_equal_brute_force():
+    rng = np.random.default_rng(4)
+    x = unit(rng, 50, 3)  # 3-d: many pairs above 0.9
+    ids = np.arange(100, 150)[::-1].copy()
+    ids, x = sort_by_id(ids, x)
+    s, d, sc = threshold_pairs(ids, x, None, None, 0.9, chunk_rows=7)
+    sims = x @ x.T
+    ref = {(ids[i], ids[j]) for i in range(50) for j in range(i + 1, 50) if sims[i, j] >= 0.9}
+    assert set(zip(s.tolist(), d.tolist())) == ref and len(s) == len(ref) and (s < d).all()
+    s2, d2, _ = threshold_pairs(ids[:20], x[:20], ids[20:], x[20:], 0.9)
+    ref2 = {(min(ids[i], ids[j]), max(ids[i], ids[j])) for i in range(20) for j in range(20, 50) if sims[i, j] >= 0.9}
+    assert set(zip(s2.tolist(), d2.tolist())) == ref2
+
+
+def test_string_ids_work_in_block_math():
+    x = unit_rows(np.eye(3, dtype=np.float32))
+    ids, x = sort_by_id(np.array(["c", "a", "b"], dtype=object), x)
+    got = block_topk(ids, x, ids, x, 1, exclude_same_id=True)
+    assert got[0].tolist() == ["a", "b", "c"] and got[2].tolist() == [0.0, 0.0, 0.0]
+    assert got[1].tolist() == ["b", "a", "a"]  # all ties: smallest other id
+
+
+def test_unit_rows_checks_lengths():
+    with pytest.raises(ValueError, match=r"different lengths \[2, 3\]"):
+        unit_rows([[1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.allclose(unit_rows([[3.0, 4.0], [0.0, 0.0]]), [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_spherical_kmeans_recovers_separated_clusters_and_probes():
+    rng = np.random.default_rng(5)
+    centers = unit(rng, 6, 32)
+    labels = rng.integers(0, 6, 600)
+    x = unit_rows(centers[labels] + 0.05 * rng.standard_normal((600, 32)))
+    c = spherical_kmeans(x, 6, seed=1)
+    assigned = (x @ c.T).argmax(axis=1)
+    # same partition up to renaming
+    assert len({(a, b) for a, b in zip(labels, assigned)}) == 6
+    assert np.array_equal(spherical_kmeans(x, 6, seed=1), c)
+    probes = nearest_lists(x[:10], c, 3)
+    assert probes.shape == (10, 3) and (probes[:, 0] == assigned[:10]).all()
+    tie = nearest_lists(np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32), 3)
+    assert tie.tolist() == [[2, 0, 1]]
+    assert default_nlist(10_000) == 100 and default_nprobe(100) == 25 and default_nprobe(4) == 4 and default_nprobe(40) == 16
+
+
+def test_text_key_normalises_unicode_case_and_spaces():
+    assert normalize_text("  Ёлка\u00a0И \t ЁЛКА\n") == "ёлка и ёлка"
+    assert text_key("Привет,  МИР") == text_key("привет, мир ") != text_key("привет мир")
+    assert text_key("ﬁ") == text_key("fi")  # NFKC ligature
+    assert text_key(None) is None
