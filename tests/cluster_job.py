@@ -89,13 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
     model = args.model
 
-    def worker_loads(col):  # no hints: a scalar pandas UDF
+    def worker_loads(n):
         from user_spark import _worker
 
         loads = sum(1 for e in _worker.load_events() if e[1] == model)
-        return pd.Series([f"{os.getpid()}:{loads}"] * len(col))
+        return [f"{os.getpid()}:{loads}"] * n
 
-    probe = pandas_udf(worker_loads, "string")
+    # The probe must be the embedding UDF's kind (Arrow on pyspark >= 4.1): Spark runs each kind in its own worker.
+    from user_spark.udf import has_arrow_udf
+
+    if has_arrow_udf():
+        import pyarrow as pa
+        from pyspark.sql.functions import arrow_udf
+
+        probe = arrow_udf(lambda col: pa.array(worker_loads(len(col))), "string")
+    else:
+        probe = pandas_udf(lambda col: pd.Series(worker_loads(len(col))), "string")
     df = with_embeddings(frame(spark), {"text": "passage"}, model=model)
     result: dict = {
         "driver_pid": os.getpid(),

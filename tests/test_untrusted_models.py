@@ -45,7 +45,10 @@ def test_custom_code_in_the_folder_never_runs(model_copy, tmp_path, ru_texts):
     config["auto_map"] = {"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"}
     (model_copy / "config.json").write_text(json.dumps(config))
     encoder = load(model_copy)
-    assert type(encoder.model).__name__ == "DebertaModel"  # transformers' own class, not the folder's
+    # transformers' own class, not the folder's (the fast path wraps only a transformers DebertaModel)
+    assert encoder.backend == "fast-deberta" and type(encoder.model).__name__ == "FastDebertaEncoder"
+    plain = Encoder(read_model_spec(str(model_copy)), str(model_copy), choose_device(task_cpus=1), backend="transformers")
+    assert type(plain.model).__name__ == "DebertaModel"
     assert encoder.embed(ru_texts[:2], "query: ").vectors.shape == (2, 64)
     assert not marker.exists()
 
