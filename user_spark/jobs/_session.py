@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError, UserSparkError
@@ -19,6 +20,7 @@ __all__ = [
     "add_io_arguments",
     "parse_confs",
     "build_session",
+    "job_session",
     "read_input",
     "detect_format",
     "write_parquet",
@@ -70,6 +72,17 @@ def parse_confs(items: Sequence[str]) -> dict[str, str]:
 def _under_spark_submit() -> bool:
     # spark-submit (and the pyspark shell) start Python with a gateway to an already running JVM.
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+@contextlib.contextmanager
+def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSession]:
+    """A job's Spark session from its ``--master``/``--conf`` flags; stopped at the end only if the job started it."""
+    spark, created = build_session(app_name, args.master, parse_confs(args.conf))
+    try:
+        yield spark
+    finally:
+        if created:
+            spark.stop()
 
 
 def build_session(app_name: str, master: str | None, confs: dict[str, str]) -> tuple[SparkSession, bool]:

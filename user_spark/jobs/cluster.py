@@ -20,7 +20,7 @@ from ..cluster import ClusterResult, cluster
 from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..vectors import ID, VEC
-from ._session import add_io_arguments, add_spark_arguments, build_session, parse_confs, read_input, run_main
+from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
 from ._vectors import add_model_arguments, add_vector_arguments, embed_options, local_path
 
 if TYPE_CHECKING:
@@ -119,8 +119,7 @@ def _main(args: argparse.Namespace) -> int:
         embedding_col=args.embedding_col, seed=args.seed, top_n=args.top_n, sample_rows=args.sample_rows,
         model=args.model, input_format=args.input_format, embed_options=embed_options(args),
     )
-    spark, created = build_session("user-spark cluster", args.master, parse_confs(args.conf))
-    try:
+    with job_session("user-spark cluster", args) as spark:
         start = time.perf_counter()
         res = run(spark, config)
         res.assignments.write.mode(args.mode).parquet(os.path.join(args.output, "assignments"))
@@ -136,9 +135,6 @@ def _main(args: argparse.Namespace) -> int:
         print(f"user-spark cluster: {chosen}; {time.perf_counter() - start:.1f} s -> {args.output}"
               + (f", plot {plot}" if plot and not args.no_plot else ""))
         return 0
-    finally:
-        if created:
-            spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

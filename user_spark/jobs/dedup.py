@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..dedup import DEFAULT_THRESHOLD, DedupResult, dedup
 from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
-from ._session import add_io_arguments, add_spark_arguments, build_session, parse_confs, read_input, run_main
+from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
 from ._vectors import add_model_arguments, add_vector_arguments, embed_options, local_path, write_json
 
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ def _main(args: argparse.Namespace) -> int:
         threshold=args.threshold, representative=args.representative, exact=not args.no_exact, model=args.model,
         input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, embed_options=embed_options(args),
     )
-    spark, created = build_session("user-spark dedup", args.master, parse_confs(args.conf))
-    try:
+    with job_session("user-spark dedup", args) as spark:
         start = time.perf_counter()
         res = run(spark, config)
         res.groups.write.mode(args.mode).parquet(os.path.join(args.output, "groups"))
@@ -96,9 +95,6 @@ def _main(args: argparse.Namespace) -> int:
             write_json(os.path.join(local, "summary.json"), summary)
         print(f"user-spark dedup: {json.dumps(summary)} -> {args.output}")
         return 0
-    finally:
-        if created:
-            spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

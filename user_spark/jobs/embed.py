@@ -19,7 +19,7 @@ from ..metrics import EmbedMetrics
 from ..model_source import DEFAULT_MODEL
 from ..roles import DEFAULT_ROLE
 from ..udf import with_embeddings
-from ._session import add_io_arguments, add_spark_arguments, build_session, parse_confs, read_input, run_main
+from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -112,8 +112,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def _main(args: argparse.Namespace) -> int:
-    spark, created = build_session("user-spark embed", args.master, parse_confs(args.conf))
-    try:
+    with job_session("user-spark embed", args) as spark:
         partitions = args.partitions or spark.sparkContext.defaultParallelism
         config = EmbedJobConfig(
             input=args.input,
@@ -139,9 +138,6 @@ def _main(args: argparse.Namespace) -> int:
             f"{rows / seconds if seconds else 0:.1f} texts/s -> {args.output}"
         )
         return 0
-    finally:
-        if created:
-            spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

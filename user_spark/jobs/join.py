@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..similarity_join import similarity_join
-from ._session import INPUT_FORMATS, add_spark_arguments, build_session, parse_confs, read_input, run_main
+from ._session import INPUT_FORMATS, add_spark_arguments, job_session, read_input, run_main
 from ._vectors import add_model_arguments, add_vector_arguments, embed_options
 
 if TYPE_CHECKING:
@@ -98,15 +98,11 @@ def _main(args: argparse.Namespace) -> int:
         block_rows=args.block_rows, model=args.model, input_format=args.input_format,
         embed_options=embed_options(args),
     )
-    spark, created = build_session("user-spark join", args.master, parse_confs(args.conf))
-    try:
+    with job_session("user-spark join", args) as spark:
         start = time.perf_counter()
         run(spark, config).write.mode(args.mode).parquet(args.output)
         print(f"user-spark join: {config.method}, k={config.k}; {time.perf_counter() - start:.1f} s -> {args.output}")
         return 0
-    finally:
-        if created:
-            spark.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
