@@ -9,7 +9,9 @@ three Parquet outputs of the same job and a ``result.json``:
   had loaded the model;
 - ``kill-worker``: the Python worker embedding partition 3 exits in the middle of the job (test-only hook,
   :mod:`user_spark._faults`);
-- ``kill-executor``: the executor JVM running partition 5 is SIGKILLed in the middle of the job.
+- ``kill-executor``: the executor JVM running partition 5 is SIGKILLed in the middle of the job;
+- ``dedup-clean`` and ``dedup-kill-worker``: the dedup job on the same texts, undisturbed and with the Python
+  worker of its first embedding batch killed (``groups`` and ``kept`` under each).
 
     python tests/cluster_job.py --model DIR --out DIR
 """
@@ -132,6 +134,24 @@ def main(argv: list[str] | None = None) -> int:
             "fired": open(fired).read().strip() if fired and os.path.exists(fired) else None,
             "still_armed": bool(armed) and os.path.exists(os.path.join(faults, armed[0])),
         }
+    from user_spark import dedup
+
+    for run, armed in [("dedup-clean", False), ("dedup-kill-worker", True)]:
+        if armed:
+            open(os.path.join(faults, "kill-worker"), "w").close()  # empty: the first batch anywhere
+        spark.sparkContext.setJobGroup(run, run)
+        res = dedup(frame(spark).na.drop(), id_col="id", text_col="text", threshold=0.995, model=model)
+        res.groups.write.mode("overwrite").parquet(os.path.join(args.out, run, "groups"))
+        res.kept.write.mode("overwrite").parquet(os.path.join(args.out, run, "kept"))
+        fired = os.path.join(faults, "kill-worker.fired")
+        failed, attempts = _retries(spark, run)
+        result["runs"][run] = {
+            "failed_tasks": failed,
+            "fired": open(fired).read().strip() if armed and os.path.exists(fired) else None,
+            "summary": {k: int(v) for k, v in res.summary.items()},
+        }
+        if armed and os.path.exists(fired):
+            os.remove(fired)
     spark.stop()
     with open(os.path.join(args.out, "result.json"), "w") as fh:
         json.dump(result, fh, indent=2)
