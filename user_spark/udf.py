@@ -1,4 +1,4 @@
-"""The embedding pandas UDF and ``with_embeddings``: the Spark side of user_spark.
+"""The embedding UDF (pandas or Arrow) and ``with_embeddings``: the Spark side of user_spark.
 
 The driver resolves and checks the model folder, ships it to executors and validates columns and roles
 before any job runs. The executor side is :func:`_embed_values`: it takes this worker's cached encoder
@@ -292,7 +292,8 @@ def embed_udf(
 ) -> Callable[..., Column]:
     """A vectorized UDF that embeds a string column with a sentence-transformers model.
 
-    It is a scalar pandas UDF, or, on pyspark >= 4.1, its Arrow-native twin (``arrow_udf``), which hands the
+    Calling it wraps the columns (invalid UTF-8 -> U+FFFD, a type check) around the real UDF, ``udf.raw``: a
+    scalar pandas UDF, or, on pyspark >= 4.1, its Arrow-native twin (``arrow_udf``), which hands the
     vectors back to Spark as one buffer instead of a Python list per row (``udf_type`` chooses).
 
     The model loads once per executor Python worker, on the GPU Spark assigned the task (else CPU), and is
@@ -323,7 +324,8 @@ def embed_udf(
         spark: the session (default: the active one).
 
     Returns:
-        A pandas UDF, ``string -> array<float>`` (L2-normalised when the model normalises, as USER-base does).
+        A UDF, ``udf(text_col[, role_col]) -> Column`` of ``array<float>`` (L2-normalised when the model
+        normalises, as USER-base does).
         ``udf.metrics`` counts rows, nulls, tokens and truncated rows; ``udf.config`` is its configuration.
 
     Raises:
