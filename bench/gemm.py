@@ -7,23 +7,17 @@ Tells whether a reduced precision or ONNX Runtime can pay off on this CPU before
 
 from __future__ import annotations
 
-import time
+import os
+import sys
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from embed import _best as best  # noqa: E402
+
 M, K, N = 2048, 768, 3072
 FLOPS = 2 * M * K * N
-
-
-def best(fn, repeats: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 
 __all__ = ["add_vector_arguments", "embed_options", "is_local", "local_path", "write_json"]
@@ -15,6 +16,12 @@ def add_vector_arguments(parser: argparse.ArgumentParser, prefix: str = "", side
     what = f" of the {side} side" if side else ""
     parser.add_argument(f"--{prefix}text-col", help=f"text column{what} (embedded with --model unless an embedding column is given)")
     parser.add_argument(f"--{prefix}embedding-col", help=f"existing array<float> embedding column{what}")
+
+
+def require_vectors(text_col: str | None, embedding_col: str | None) -> None:
+    """A job needs a text column to embed or an embedding column; raise if it has neither."""
+    if text_col is None and embedding_col is None:
+        raise OptionError("Name the text column (--text-col) or an embedding column (--embedding-col)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..vectors import ID, VEC
 from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
-from ._vectors import add_model_arguments, add_vector_arguments, embed_options, local_path
+from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -59,8 +59,7 @@ class ClusterJobConfig:
     embed_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.text_col is None and self.embedding_col is None:
-            raise OptionError("Name the text column (--text-col) or an embedding column (--embedding-col)")
+        require_vectors(self.text_col, self.embedding_col)
 
 
 def run(spark: SparkSession, config: ClusterJobConfig) -> ClusterResult:

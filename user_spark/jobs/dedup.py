@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..dedup import DEFAULT_THRESHOLD, DedupResult, dedup
-from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
-from ._vectors import add_model_arguments, add_vector_arguments, embed_options, local_path, write_json
+from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path, write_json
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -44,8 +43,7 @@ class DedupJobConfig:
     embed_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.text_col is None and self.embedding_col is None:
-            raise OptionError("Name the text column (--text-col) or an embedding column (--embedding-col)")
+        require_vectors(self.text_col, self.embedding_col)
 
 
 def run(spark: SparkSession, config: DedupJobConfig) -> DedupResult:
