@@ -1,7 +1,6 @@
 """Multi-process Spark: separate executor JVMs and Python workers, a shipped model archive, killed workers.
 
-Not here yet (issue 6): "killed driver, then re-run of the incremental enrichment job resumes" (that job is
-issue 5, not built).
+The killed driver followed by a re-run of the incremental enrichment job is in ``tests/test_enrich.py``.
 
 ``tests/cluster_job.py`` runs the jobs on ``local-cluster[2,1,2048]`` in a subprocess (a second SparkSession
 cannot share this process's JVM) and writes Parquet outputs; these tests read them and compare them with the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .cluster import ClusterResult, cluster
 from .dedup import DedupResult, dedup
+from .enrich import EnrichResult, current_embeddings, enrich
 from .errors import (
     ColumnError,
     EmbeddingError,
@@ -24,6 +25,7 @@ from .metrics import EmbedMetrics
 from .model_source import DEFAULT_MODEL
 from .roles import DEFAULT_PROMPTS
 from .similarity_join import similarity_join
+from .storage import decode_float16
 from .udf import EmbedConfig, embed_udf, with_embeddings
 
 __version__ = "0.1.0"
@@ -34,6 +36,7 @@ __all__ = [
     "ClusterResult",
     "ColumnError",
     "DedupResult",
+    "EnrichResult",
     "EmbedConfig",
     "EmbedMetrics",
     "EmbeddingError",
@@ -43,8 +46,11 @@ __all__ = [
     "UserSparkError",
     "__version__",
     "cluster",
+    "current_embeddings",
+    "decode_float16",
     "dedup",
     "embed_udf",
+    "enrich",
     "similarity_join",
     "with_embeddings",
 ]

@@ -8,6 +8,10 @@ partition, if the file is empty) to rename the file to ``<name>.fired`` wins; th
 one-shot across processes, so the retried task runs undisturbed. The winner writes who it was into the
 ``.fired`` file and then ``kill-worker`` ends its Python worker (``os._exit(1)``), ``kill-executor`` SIGKILLs
 the executor JVM above it.
+
+The enrichment job's driver calls :func:`after_commit` after each committed batch: ``<dir>/arm-after-commit``
+holding ``N`` arms ``kill-executor`` once ``N`` batches are committed, so the next batch dies mid-write (on local
+Spark the executor JVM is the driver's: a killed driver).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["ENV", "maybe_inject_fault"]
+__all__ = ["ENV", "maybe_inject_fault", "after_commit"]
 
 ENV = "USER_SPARK_TEST_FAULT"
 _ACTIONS = ("kill-worker", "kill-executor")
@@ -61,3 +65,19 @@ def maybe_inject_fault(partition: int | None) -> None:
             os._exit(1)
         if victim is not None:
             os.kill(victim, signal.SIGKILL)
+
+
+def after_commit(commits: int) -> None:
+    """Driver side: arm ``kill-executor`` once ``commits`` batches are committed (see the module docstring)."""
+    root = os.environ.get(ENV)
+    if not root:
+        return
+    trigger = os.path.join(root, "arm-after-commit")
+    try:
+        with open(trigger) as fh:
+            wanted = int(fh.read().strip())
+    except (OSError, ValueError):
+        return
+    if commits >= wanted:
+        os.rename(trigger, trigger + ".fired")
+        open(os.path.join(root, "kill-executor"), "w").close()

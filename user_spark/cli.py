@@ -18,6 +18,7 @@ JOBS = {
     "dedup": "Drop exact and near-duplicate rows (cosine of embeddings).",
     "cluster": "Cluster rows by their embeddings (k-means, cosine); writes a PNG too.",
     "join": "Top-k most similar rows of one table for each row of another (or itself).",
+    "enrich": "Embed only the rows a growing table's output does not hold yet (incremental, resumable).",
 }
 
 

@@ -19,6 +19,7 @@ from .model_source import DEFAULT_MODEL
 from .model_spec import ModelSpec, read_model_spec
 from .roles import DEFAULT_ROLE, prefix_for
 from .shipping import ModelLocation, Ship, ship_model
+from .storage import Storage, check_storage, spark_type, to_arrow, to_python
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +47,7 @@ class EmbedConfig:
     precision: Precision = "auto"
     threads: int | None = None
     backend: str = "auto"
+    model_revision: str | None = None
 
     def __post_init__(self) -> None:
         prefix_for(self.role, self.spec.prompts)
@@ -96,14 +98,20 @@ def prepare_embedding(
     revision: str | None = None,
     ship: Ship = "auto",
     allow_pickle: bool = False,
+    model_revision: str | None = None,
     spark: SparkSession | None = None,
 ) -> EmbedConfig:
-    """Resolve, ship and check a model on the driver; the options are :func:`embed_udf`'s."""
+    """Resolve, ship and check a model on the driver; the options are :func:`embed_udf`'s.
+
+    ``model_revision`` is what the output columns' metadata records as the model's revision (default: the hub
+    commit of a hub model, else ``None``).
+    """
     session = _active_session(spark)
     local_dir, location = ship_model(session, model, ship=ship, revision=revision, allow_pickle=allow_pickle)
     spec = read_model_spec(local_dir, prompts=prompts, allow_pickle=allow_pickle)
     return EmbedConfig(
         model_name=model,
+        model_revision=model_revision or hub_revision(local_dir),
         spec=spec,
         location=location,
         role=role,
@@ -114,6 +122,17 @@ def prepare_embedding(
         threads=threads,
         backend=backend,
     )
+
+
+def hub_revision(folder: str) -> str | None:
+    """The commit of a Hugging Face cache snapshot (``.../snapshots/<sha>``); ``None`` for other folders."""
+    import os
+    import re
+
+    parent, name = os.path.split(os.path.normpath(folder))
+    if os.path.basename(parent) == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", name):
+        return name
+    return None
 
 
 def _row_prefixes(config: EmbedConfig, texts: list[Any], roles: list[Any]) -> list[str]:
@@ -171,32 +190,26 @@ def _embed_values(config: EmbedConfig, metrics: EmbedMetrics, values: list[Any],
     return out
 
 
-def _embed_pandas(config: EmbedConfig, metrics: EmbedMetrics, texts: pd.Series, roles: pd.Series | None) -> pd.Series:
+def _embed_pandas(
+    config: EmbedConfig, metrics: EmbedMetrics, storage: Storage, texts: pd.Series, roles: pd.Series | None
+) -> pd.Series:
     import pandas as pd
 
     values = texts.tolist()
     _check_strings(values)
     out = _embed_values(config, metrics, values, None if roles is None else roles.tolist())
-    vectors = out.vectors
-    return pd.Series([vectors[i] if ok else None for i, ok in enumerate(out.valid)], index=texts.index)
+    return pd.Series(to_python(out.vectors, out.valid, storage), index=texts.index)
 
 
-def _embed_arrow(config: EmbedConfig, metrics: EmbedMetrics, texts: Any, roles: Any | None) -> Any:
-    """Arrow in, Arrow out: the vectors go back as one float32 buffer with offsets, no per-row Python objects."""
-    import numpy as np
+def _embed_arrow(config: EmbedConfig, metrics: EmbedMetrics, storage: Storage, texts: Any, roles: Any | None) -> Any:
+    """Arrow in, Arrow out: the vectors go back as one buffer with offsets, no per-row Python objects."""
     import pyarrow as pa
 
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         _check_strings(texts.to_pylist())  # raises for non-string values; all-null columns pass
     values = texts.to_pylist()
     out = _embed_values(config, metrics, values, None if roles is None else roles.to_pylist())
-    dim = out.vectors.shape[1]
-    counts = np.where(out.valid, dim, 0)
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    flat = pa.array(np.ascontiguousarray(out.vectors[out.valid]).reshape(-1), type=pa.float32())
-    mask = None if out.valid.all() else pa.array(~out.valid)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=mask)
+    return to_arrow(out.vectors, out.valid, storage)
 
 
 def has_arrow_udf() -> bool:
@@ -227,9 +240,10 @@ def _valid_string(column: str | Column, what: str) -> Column:
     )
 
 
-def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto") -> Callable[..., Column]:
-    from pyspark.sql.types import ArrayType, FloatType
-
+def _make_udf(
+    config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto", storage: Storage = "float32"
+) -> Callable[..., Column]:
+    storage = check_storage(storage)
     if udf_type not in ("auto", "arrow", "pandas"):
         raise OptionError(f"udf_type must be 'auto', 'arrow' or 'pandas', got {udf_type!r}")
     use_arrow = udf_type == "arrow" or (udf_type == "auto" and has_arrow_udf())
@@ -244,9 +258,9 @@ def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto"
             raise UserSparkError(
                 f"the embedding UDF takes a text column and optionally a role column; got {1 + len(roles)} columns"
             )
-        return embed_batch(config, metrics, texts, roles[0] if roles else None)
+        return embed_batch(config, metrics, storage, texts, roles[0] if roles else None)
 
-    return_type = ArrayType(FloatType(), containsNull=False)
+    return_type = spark_type(storage)
     if use_arrow:
         from pyspark.sql.functions import arrow_udf
 
@@ -269,6 +283,7 @@ def _make_udf(config: EmbedConfig, metrics: EmbedMetrics, udf_type: str = "auto"
     udf.func, udf.evalType, udf.returnType = raw.func, raw.evalType, raw.returnType  # type: ignore[attr-defined]
     udf.config = config  # type: ignore[attr-defined]
     udf.metrics = metrics  # type: ignore[attr-defined]
+    udf.storage = storage  # type: ignore[attr-defined]
     return udf
 
 
@@ -287,6 +302,7 @@ def embed_udf(
     ship: Ship = "auto",
     allow_pickle: bool = False,
     udf_type: str = "auto",
+    storage: Storage = "float32",
     metrics: EmbedMetrics | None = None,
     spark: SparkSession | None = None,
 ) -> Callable[..., Column]:
@@ -320,12 +336,14 @@ def embed_udf(
         ship: ``"auto"``, ``"always"`` or ``"never"`` copy the folder to executors (see :mod:`user_spark.shipping`).
         allow_pickle: accept PyTorch pickle (``.bin``) weights; only for folders you trust.
         udf_type: ``"auto"`` (Arrow where pyspark has ``arrow_udf``), ``"arrow"`` or ``"pandas"``.
+        storage: ``"float32"`` (``array<float>``) or ``"float16"`` (``binary``: little-endian half floats,
+            half the bytes; read back with :func:`user_spark.decode_float16` or ``np.frombuffer(b, "<f2")``).
         metrics: counters to update (share one between UDFs); default: new ones, as ``udf.metrics``.
         spark: the session (default: the active one).
 
     Returns:
         A UDF, ``udf(text_col[, role_col]) -> Column`` of ``array<float>`` (L2-normalised when the model
-        normalises, as USER-base does).
+        normalises, as USER-base does), or ``binary`` with ``storage="float16"``.
         ``udf.metrics`` counts rows, nulls, tokens and truncated rows; ``udf.config`` is its configuration.
 
     Raises:
@@ -342,7 +360,7 @@ def embed_udf(
         precision=precision, threads=threads, backend=backend, prompts=prompts, revision=revision, ship=ship,
         allow_pickle=allow_pickle, spark=session,
     )
-    return _make_udf(config, metrics or EmbedMetrics.create(session), udf_type)
+    return _make_udf(config, metrics or EmbedMetrics.create(session), udf_type, storage)
 
 
 def _is_string_type(data_type: Any) -> bool:
@@ -383,10 +401,13 @@ def with_embeddings(
         suffix: output column name = text column name + suffix.
         output_columns: explicit output names for some text columns.
         metrics: counters (rows, nulls, tokens, truncated) to update once an action runs.
-        **options: any other :func:`embed_udf` option (``batch_tokens``, ``device``, ``precision``, ...).
+        **options: any other :func:`embed_udf` option (``batch_tokens``, ``device``, ``precision``, ``storage``, ...).
 
     Returns:
-        ``df`` with one ``array<float>`` column per text column, every input row kept in order.
+        ``df`` with one ``array<float>`` column per text column (``binary`` with ``storage="float16"``), every
+        input row kept in order. Each output column's metadata (``df.schema[name].metadata["user_spark"]``)
+        records the model, its revision (hub commit, where known), the role and prompt, the dimension, whether
+        vectors are normalised and the storage; Parquet keeps it.
 
     Raises:
         ColumnError: a missing or non-string column, or an output column that already exists.
@@ -425,21 +446,38 @@ def with_embeddings(
     fixed_roles = {r for r in mapping.values() if isinstance(r, str)}
     default_role = options.pop("role", DEFAULT_ROLE)
     udf_type = options.pop("udf_type", "auto")
+    storage = check_storage(options.pop("storage", "float32"))
     base = prepare_embedding(model, role=default_role, spark=spark, **options)
     for role in fixed_roles:
         prefix_for(role, base.spec.prompts)
     metrics = metrics or EmbedMetrics.create(spark)
     udfs: dict[str, Callable[..., Column]] = {}
     for role in fixed_roles:
-        udfs[role] = _make_udf(_with_role(base, role), metrics, udf_type)
+        udfs[role] = _make_udf(_with_role(base, role), metrics, udf_type, storage)
     result = df
     for name, role in mapping.items():
         if isinstance(role, str):
             column = udfs[role](F.col(name))
         else:
-            column = _make_udf(base, metrics, udf_type)(F.col(name), role)
-        result = result.withColumn(outputs[name], column)
+            column = _make_udf(base, metrics, udf_type, storage)(F.col(name), role)
+        meta = embedding_metadata(base, role if isinstance(role, str) else None, storage)
+        result = result.withColumn(outputs[name], column.alias(outputs[name], metadata=meta))
     return result
+
+
+def embedding_metadata(config: EmbedConfig, role: str | None, storage: Storage) -> dict[str, Any]:
+    """What an embedding column holds, for its Spark column metadata (``role=None``: chosen per row)."""
+    spec = config.spec
+    return {"user_spark": {
+        "model": config.model_name,
+        "revision": config.model_revision,
+        "role": role if role is not None else "per_row",
+        "prompt": spec.prompts[role] if role is not None else None,
+        "default_role": config.role if role is None else None,
+        "dimension": spec.dimension,
+        "normalized": spec.normalize,
+        "storage": storage,
+    }}
 
 
 def _with_role(config: EmbedConfig, role: str) -> EmbedConfig:

@@ -60,25 +60,26 @@ def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> None:
 def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = True) -> int | None:
     """Validate an existing embedding column; returns its vector length (``None`` if every row is null).
 
+    The column holds ``array<float>``/``array<double>``, or ``binary`` float16 vectors (``storage="float16"``).
     ``check_lengths`` runs one aggregate over the column to make sure all vectors are equally long.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, DoubleType, FloatType
+    from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 
     fields = {f.name: f for f in df.schema.fields}
     if name not in fields:
         raise ColumnError(f"Embedding column {name!r} not found; available: {list(fields)}")
     dtype = fields[name].dataType
-    if not (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))):
+    half = isinstance(dtype, BinaryType)
+    if not (half or isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))):
         raise ColumnError(
-            f"Embedding column {name!r} is {dtype.simpleString()}, expected array<float> or array<double>; "
-            "a Spark ML vector converts with pyspark.ml.functions.vector_to_array"
+            f"Embedding column {name!r} is {dtype.simpleString()}, expected array<float>, array<double> or binary "
+            "(float16 vectors); a Spark ML vector converts with pyspark.ml.functions.vector_to_array"
         )
     if not check_lengths:
         return None
-    row = df.where(F.col(name).isNotNull()).select(
-        F.min(F.size(name)).alias("lo"), F.max(F.size(name)).alias("hi")
-    ).first()
+    size = F.length(name) / 2 if half else F.size(name)
+    row = df.where(F.col(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
     lo, hi = (row["lo"], row["hi"]) if row else (None, None)
     if lo is None or hi is None:
         return None
@@ -86,8 +87,8 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
         raise ColumnError(
             f"Embedding column {name!r} holds vectors of different lengths ({lo} to {hi}); all must be equally long"
         )
-    if hi == 0:
-        raise ColumnError(f"Embedding column {name!r} holds empty vectors")
+    if hi == 0 or hi != int(hi):
+        raise ColumnError(f"Embedding column {name!r} holds empty vectors or float16 buffers of odd length")
     return int(hi)
 
 
@@ -117,8 +118,14 @@ def vector_frame(
     from pyspark.sql import functions as F
 
     if embedding_col is not None:
+        from pyspark.sql.types import BinaryType
+
+        from .storage import decode_float16
+
         check_embedding_column(df, embedding_col, check_lengths=check_lengths)
-        source = df.select(F.col(id_col).alias(ID), F.col(embedding_col).cast("array<float>").alias(VEC))
+        half = isinstance(df.schema[embedding_col].dataType, BinaryType)
+        vectors = decode_float16(F.col(embedding_col)) if half else F.col(embedding_col).cast("array<float>")
+        source = df.select(F.col(id_col).alias(ID), vectors.alias(VEC))
         return source.where(F.col(VEC).isNotNull())
     assert text_col is not None
     check_text_column(df, text_col)

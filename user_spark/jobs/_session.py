@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_spark_arguments",
     "add_io_arguments",
+    "add_embedding_arguments",
     "parse_confs",
     "build_session",
     "job_session",
@@ -29,7 +30,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INPUT_FORMATS = ("auto", "parquet", "json", "csv", "orc")
+INPUT_FORMATS = ("auto", "parquet", "json", "csv", "orc", "delta", "table")
 _EXTENSIONS = {
     ".parquet": "parquet", ".pq": "parquet",
     ".json": "json", ".jsonl": "json", ".ndjson": "json",
@@ -49,11 +50,22 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--storage``, shared by the jobs that write embeddings (embed, enrich)."""
+    from ..device import PRECISIONS
+    from ..storage import STORAGES
+
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto (exact fp32 on CPU, fp16 on GPU), fast, fp32, fp16, bf16 or int8 (default: auto)")
+    parser.add_argument("--storage", default="float32", choices=STORAGES,
+                        help="float32 (array<float>) or float16 (binary, half the bytes) (default: float32)")
+
+
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="input path or glob (Parquet, JSON lines, CSV or ORC)")
     parser.add_argument("--output", required=True, help="output folder (Parquet)")
     parser.add_argument(
-        "--input-format", choices=INPUT_FORMATS, default="auto", help="input format (default: from the file names)"
+        "--input-format", choices=INPUT_FORMATS, default="auto", help="input format (default: from the file names); table: a catalog table name"
     )
     parser.add_argument("--mode", choices=("errorifexists", "overwrite"), default="errorifexists",
                         help="what to do when the output exists (default: fail)")
@@ -101,6 +113,8 @@ def build_session(app_name: str, master: str | None, confs: dict[str, str]) -> t
         # Executors' Python must be this interpreter (the one with user_spark and torch installed).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    # A person running a job sees each stage's progress on stderr (Spark turns this on only in its shells).
+    builder = builder.config("spark.ui.showConsoleProgress", "true")
     for key, value in confs.items():
         builder = builder.config(key, value)
     return builder.getOrCreate(), True
@@ -127,7 +141,15 @@ def detect_format(path: str) -> str:
 
 
 def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+    """Read ``path`` as ``fmt`` (``auto``: from the file names); ``fmt="table"`` reads a catalog table by name."""
     fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "table":
+        from pyspark.errors import AnalysisException
+
+        try:
+            return spark.read.table(path)
+        except AnalysisException as exc:
+            raise OptionError(f"Cannot read table {path!r}: {str(exc).splitlines()[0]}") from None
     reader = spark.read
     if fmt == "csv":
         reader = reader.option("header", "true").option("multiLine", "true").option("escape", '"')

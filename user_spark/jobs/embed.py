@@ -19,7 +19,14 @@ from ..metrics import EmbedMetrics
 from ..model_source import DEFAULT_MODEL
 from ..roles import DEFAULT_ROLE
 from ..udf import with_embeddings
-from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
+from ._session import (
+    add_embedding_arguments,
+    add_io_arguments,
+    add_spark_arguments,
+    job_session,
+    read_input,
+    run_main,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -104,7 +111,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--suffix", default="_embedding", help="output column suffix (default: %(default)s)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    add_embedding_arguments(parser)
     parser.add_argument("--partitions", type=int,
                         help="spread the input over at least this many partitions (default: Spark's parallelism)")
     add_spark_arguments(parser)
@@ -124,6 +131,7 @@ def _main(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             partitions=partitions,
+            options={"storage": args.storage},
         )
         metrics = EmbedMetrics.create(spark)
         df = run(spark, config, metrics)

@@ -1,0 +1,175 @@
+"""Incremental enrichment: only missing rows are embedded, re-runs are idempotent, a killed driver resumes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import prose_sentences
+
+from user_spark import ColumnError, EmbedMetrics, OptionError, current_embeddings, enrich, with_embeddings
+from user_spark.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXTS = prose_sentences(80)
+
+
+def frame(spark, ids, texts=None):  # noqa: ANN001, ANN201
+    texts = texts or {}
+    rows = [(i, texts.get(i, TEXTS[i])) for i in ids]
+    return spark.createDataFrame(rows, "id long, text string").repartition(3)
+
+
+def read(path) -> pd.DataFrame:  # noqa: ANN001
+    return pd.read_parquet(path).sort_values(["id", "batch"]).reset_index(drop=True)
+
+
+def run(spark, df, out, model, **kw):  # noqa: ANN001, ANN201
+    metrics = EmbedMetrics.create(spark)
+    res = enrich(df, str(out), id_col="id", columns={"text": "passage"}, model=model, metrics=metrics, **kw)
+    return res, metrics.as_dict()["rows"]
+
+
+def reference(spark, df, model):  # noqa: ANN001, ANN201
+    rows = with_embeddings(df, {"text": "passage"}, model=model).collect()
+    return {r.id: np.array(r.text_embedding) for r in rows}
+
+
+def test_rerun_embeds_nothing_and_appended_rows_exactly_once(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    first, rows = run(spark, frame(spark, range(30)), out, tiny_model, commit_rows=8)
+    assert (first.rows_embedded, rows, len(first.batches)) == (30, 30, 4)
+
+    again, rows = run(spark, frame(spark, range(30)), out, tiny_model, commit_rows=8)
+    assert (again.rows_embedded, rows, again.batches) == (0, 0, ())
+
+    grown = frame(spark, range(42))
+    third, rows = run(spark, grown, out, tiny_model, commit_rows=8)
+    assert (third.rows_embedded, rows) == (12, 12)
+
+    got = read(out)
+    assert got["id"].tolist() == list(range(42))  # every row once, none twice
+    assert got["batch"].nunique() == len(first.batches) + len(third.batches)
+    want = reference(spark, grown, tiny_model)
+    assert max(np.abs(np.array(v) - want[i]).max() for i, v in zip(got["id"], got["text_embedding"])) < 1e-5
+
+
+def test_changed_text_is_embedded_again_and_current_embeddings_follows_the_input(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(10)), out, tiny_model)
+    changed = frame(spark, range(10), texts={4: TEXTS[50], 7: None})
+    res, rows = run(spark, changed, out, tiny_model)
+    assert (res.rows_embedded, rows) == (2, 2)
+
+    stored = spark.read.parquet(str(out))
+    assert stored.count() == 12  # the two old versions stay: Parquet files are never rewritten
+    now = current_embeddings(stored, changed, id_col="id", columns=["text"]).toPandas().sort_values("id")
+    assert now["id"].tolist() == list(range(10))
+    want = reference(spark, changed, tiny_model)
+    assert np.abs(np.array(now.set_index("id")["text_embedding"][4]) - want[4]).max() < 1e-5
+    assert now.set_index("id")["text_embedding"][7] is None
+
+    # Changing it back finds the first version again: nothing to embed.
+    res, _ = run(spark, frame(spark, range(10)), out, tiny_model)
+    assert res.rows_embedded == 0
+
+
+def test_output_records_model_revision_role_and_dimension(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    res, _ = run(spark, frame(spark, range(6)), out, tiny_model)
+    meta = spark.read.parquet(str(out)).schema["text_embedding"].metadata["user_spark"]
+    assert meta["role"] == "passage" and meta["prompt"] == "passage: " and meta["dimension"] == 64
+    assert meta["revision"] == res.model_revision and res.model_revision.startswith("sha256:")
+    assert meta["model"] == tiny_model and meta["storage"] == "float32" and meta["normalized"] is True
+
+
+def test_float16_storage_halves_the_bytes(spark, tiny_model, tmp_path):
+    from user_spark import decode_float16
+
+    out = tmp_path / "emb16"
+    run(spark, frame(spark, range(12)), out, tiny_model, storage="float16")
+    stored = spark.read.parquet(str(out))
+    assert stored.schema["text_embedding"].dataType.simpleString() == "binary"
+    raw = stored.orderBy("id").toPandas()
+    assert {len(b) for b in raw["text_embedding"]} == {64 * 2}
+    decoded = np.stack(stored.orderBy("id").select(decode_float16("text_embedding")).toPandas()["text_embedding"])
+    want = reference(spark, frame(spark, range(12)), tiny_model)
+    assert np.abs(decoded - np.stack([want[i] for i in range(12)])).max() < 1e-3
+    # The same output cannot switch storage half-way.
+    with pytest.raises(OptionError, match="storage: 'float16' in the output, 'float32' now"):
+        run(spark, frame(spark, range(14)), out, tiny_model)
+
+
+def test_bad_input_and_mismatched_outputs_fail_before_embedding(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(5)), out, tiny_model)
+    with pytest.raises(OptionError, match="role: 'passage' in the output, 'query' now"):
+        enrich(frame(spark, range(8)), str(out), id_col="id", columns={"text": "query"}, model=tiny_model)
+    with pytest.raises(ColumnError, match="holds embedding columns"):
+        enrich(frame(spark, range(8)), str(out), id_col="id", columns={"text": "passage"}, model=tiny_model,
+               suffix="_vec")
+    clashing = spark.createDataFrame([(1, "а"), (1, "б"), (2, "в")], "id long, text string")
+    with pytest.raises(ColumnError, match=r"Ids \[1\] appear with different texts"):
+        enrich(clashing, str(tmp_path / "other"), id_col="id", columns={"text": "query"}, model=tiny_model)
+    nulls = spark.createDataFrame([(None, "а"), (2, "в")], "id long, text string")
+    with pytest.raises(ColumnError, match="1 null values"):
+        enrich(nulls, str(tmp_path / "other"), id_col="id", columns={"text": "query"}, model=tiny_model)
+    with pytest.raises(ColumnError, match="Column 'body' not found"):
+        enrich(frame(spark, range(3)), str(out), id_col="id", columns={"body": "passage"}, model=tiny_model)
+    plain = tmp_path / "plain"
+    frame(spark, range(3)).write.parquet(str(plain))
+    with pytest.raises(ColumnError, match="is not an enrichment output"):
+        enrich(frame(spark, range(3)), str(plain), id_col="id", columns={"text": "passage"}, model=tiny_model)
+    assert not (tmp_path / "other").exists()
+    # Exact duplicate rows are one row, not an error.
+    twice = spark.createDataFrame([(1, "а"), (1, "а"), (2, "в")], "id long, text string")
+    res = enrich(twice, str(tmp_path / "dups"), id_col="id", columns={"text": "query"}, model=tiny_model)
+    assert res.rows_embedded == 2 and spark.read.parquet(str(tmp_path / "dups")).count() == 2
+
+
+def test_cli_ends_with_a_summary_line(spark, tiny_model, tmp_path, capsys):
+    src = tmp_path / "docs.parquet"
+    pd.DataFrame({"id": range(9), "body": TEXTS[:9]}).to_parquet(src)
+    args = ["enrich", "--input", str(src), "--output", str(tmp_path / "out"), "--id-col", "id",
+            "--column", "body:passage", "--model", tiny_model, "--commit-rows", "5"]
+    assert main(args) == 0
+    line = capsys.readouterr().out
+    assert "user-spark enrich: 9 new rows embedded (1 column(s)) in 2 batch(es)" in line and "truncated" in line
+    assert main(args) == 0
+    assert "user-spark enrich: 0 new rows embedded" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_resumes_without_redoing_committed_batches(spark, tiny_model, tmp_path):
+    """The driver JVM is SIGKILLed in the middle of writing batch 2; the re-run embeds only what was not committed."""
+    src = tmp_path / "docs.parquet"
+    pd.DataFrame({"id": range(40), "text": TEXTS[:40]}).to_parquet(src)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "arm-after-commit").write_text("1")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "user_spark", "enrich", "--input", str(src), "--output", str(out), "--id-col", "id",
+           "--column", "text:passage", "--model", tiny_model, "--commit-rows", "10", "--master", "local[2]",
+           "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1"]
+
+    crashed = subprocess.run(cmd, env=dict(env, USER_SPARK_TEST_FAULT=str(faults)), capture_output=True, text=True,
+                             timeout=300)
+    assert crashed.returncode != 0 and (faults / "kill-executor.fired").exists(), crashed.stderr[-3000:]
+    committed = read(out)
+    assert committed["batch"].nunique() == 1 and 0 < len(committed) < 40
+    assert any((out / d / "_temporary").exists() for d in os.listdir(out))  # the batch in flight left only this
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"user-spark enrich: {40 - len(committed)} new rows embedded" in resumed.stdout
+    final = read(out)
+    assert final["id"].tolist() == list(range(40))
+    # The same vectors as an undisturbed embedding of the same rows.
+    want = reference(spark, frame(spark, range(40)), tiny_model)
+    assert max(np.abs(np.array(v) - want[i]).max() for i, v in zip(final["id"], final["text_embedding"])) < 1e-5

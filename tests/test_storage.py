@@ -1,0 +1,59 @@
+"""float16 storage: half the bytes, vectors within fp16 rounding, readable by the jobs and by numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from user_spark import OptionError, decode_float16, embed_udf, similarity_join, with_embeddings
+from user_spark.storage import float16_to_arrow_list, to_arrow
+
+
+def test_arrow_round_trip_keeps_nulls_and_rounds_to_half_precision():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((5, 7)).astype(np.float32)
+    valid = np.array([True, False, True, True, False])
+    half = to_arrow(vectors, valid, "float16")
+    assert half.type == pa.binary() and half.null_count == 2
+    assert [len(b) if b is not None else None for b in half.to_pylist()] == [14, None, 14, 14, None]
+    assert np.frombuffer(half[0].as_py(), dtype="<f2").tolist() == vectors[0].astype(np.float16).tolist()
+    back = float16_to_arrow_list(half.slice(1))  # a slice: offsets no longer start at 0
+    assert back.to_pylist()[0] is None
+    got = np.stack([v for v in back.to_pylist() if v is not None])
+    assert np.array_equal(got, vectors[valid][1:].astype(np.float16).astype(np.float32))
+
+
+def test_ragged_float16_buffers_are_refused():
+    with pytest.raises(OptionError, match="equally long"):
+        float16_to_arrow_list(pa.array([b"\x00\x3c\x00\x3c", b"\x00\x3c"], type=pa.binary()))
+
+
+def test_float16_column_matches_float32_and_feeds_the_jobs(spark, tiny_model, ru_texts):
+    df = spark.createDataFrame(list(enumerate(ru_texts[:30])), "id long, text string")
+    both = with_embeddings(df, {"text": "query"}, model=tiny_model, output_columns={"text": "e32"}).join(
+        with_embeddings(df, {"text": "query"}, model=tiny_model, output_columns={"text": "e16"}, storage="float16")
+        .select("id", "e16"), "id",
+    )
+    assert both.schema["e16"].dataType.simpleString() == "binary"
+    assert both.schema["e16"].metadata["user_spark"]["storage"] == "float16"
+    rows = both.select("id", "e32", decode_float16("e16")).orderBy("id").toPandas()
+    e32, e16 = np.stack(rows["e32"]), np.stack(rows["e16"])
+    assert np.abs(e32 - e16).max() < 1e-3
+    assert (np.sum(e32 * e16, axis=1) / np.linalg.norm(e16, axis=1)).min() > 0.99999
+
+    # A join on the binary column gives the float32 column's neighbours.
+    pairs = {
+        col: similarity_join(both, None, left_id_col="id", left_embedding_col=col, k=1).orderBy("id").toPandas()
+        for col in ("e32", "e16")
+    }
+    assert (pairs["e32"]["id_right"] == pairs["e16"]["id_right"]).mean() > 0.9
+    assert np.abs(pairs["e32"]["score"] - pairs["e16"]["score"]).max() < 2e-3
+
+
+def test_embed_udf_float16_and_bad_storage(spark, tiny_model):
+    udf = embed_udf(tiny_model, storage="float16")
+    out = spark.createDataFrame([("привет",), (None,)], "text string").select(udf("text").alias("e")).collect()
+    assert len(out[0].e) == 128 and out[1].e is None
+    with pytest.raises(OptionError, match="storage must be"):
+        embed_udf(tiny_model, storage="int4")

@@ -1,0 +1,82 @@
+"""The enrich job: embed only the rows of a table that its enrichment output does not hold yet.
+
+    user-spark enrich --input /lake/docs --output /lake/docs_emb --id-col id --column body:passage
+
+Re-run it whenever new rows arrive, or after a crash: it embeds what is missing and appends it in batches
+(see :mod:`user_spark.enrich`). Ends with one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+
+from ..enrich import DEFAULT_COMMIT_ROWS, enrich
+from ..metrics import EmbedMetrics
+from ..model_source import DEFAULT_MODEL
+from ._session import add_embedding_arguments, add_spark_arguments, job_session, read_input, run_main
+from .embed import parse_column
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="user-spark enrich",
+        description="Embed the rows of a table that the output does not hold yet (incremental, resumable).",
+    )
+    parser.add_argument("--input", required=True, help="input path, or a table name with --input-format table")
+    parser.add_argument("--input-format", default="auto",
+                        help="auto (from file names), parquet, json, csv, orc, delta, any Spark source, or table")
+    parser.add_argument("--output", required=True, help="output table path (appended to; created by the first run)")
+    parser.add_argument("--format", default="parquet", dest="output_format",
+                        help="output format: parquet (default) or a Spark source that appends, e.g. delta")
+    parser.add_argument("--id-col", required=True, help="unique id column of the input")
+    parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
+                        help="text column to embed and its role (query or passage; default query), repeatable")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
+    parser.add_argument("--model-revision",
+                        help="revision recorded in the output (default: hub commit, or a hash of the weight files)")
+    parser.add_argument("--commit-rows", type=int, default=DEFAULT_COMMIT_ROWS,
+                        help="rows per committed batch; a crash loses at most one batch (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, help="tasks per batch (default: Spark's default parallelism)")
+    parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_embedding_arguments(parser)
+    add_spark_arguments(parser)
+    return parser
+
+
+def _main(args: argparse.Namespace) -> int:
+    columns = dict(parse_column(c) for c in args.column)
+    options = {"device": args.device, "precision": args.precision}
+    if args.batch_tokens:
+        options["batch_tokens"] = args.batch_tokens
+    with job_session("user-spark enrich", args) as spark:
+        df = read_input(spark, args.input, args.input_format)
+        metrics = EmbedMetrics.create(spark)
+        start = time.perf_counter()
+        res = enrich(
+            df, args.output, id_col=args.id_col, columns=columns, model=args.model,
+            output_format=args.output_format, commit_rows=args.commit_rows, partitions=args.partitions,
+            model_revision=args.model_revision, storage=args.storage, metrics=metrics, **options,
+        )
+        seconds = time.perf_counter() - start
+        counts = res.metrics
+        print(
+            f"user-spark enrich: {res.rows_embedded} new rows embedded ({len(columns)} column(s)) in "
+            f"{len(res.batches)} batch(es), {counts.get('tokens')} tokens, {counts.get('truncated')} truncated; "
+            f"{seconds:.1f} s, {res.rows_embedded / seconds if seconds else 0:.1f} rows/s; "
+            f"model revision {res.model_revision} -> {args.output}"
+        )
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``user-spark enrich`` and ``jobs/enrich.py``."""
+    return run_main(_main, argv, build_parser())
