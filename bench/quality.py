@@ -9,6 +9,8 @@ numerical behaviour only, not retrieval quality):
 - question -> passage retrieval over XQuAD-ru (1,190 questions, 240 paragraphs; questions as ``query``,
   paragraphs as ``passage``): agreement of each question's top-10 with fp32's top-10, and hit@10 (the right
   paragraph among the ten).
+The last row per model, ``f16 store``, is fp32 embeddings stored with ``storage="float16"`` and read back (the
+storage round trip of :mod:`user_spark.storage`), what the float16 storage option costs on its own.
 Writes bench/results/quality.json.
 """
 
@@ -46,6 +48,15 @@ def top10(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.argsort(-(q @ p.T), axis=1, kind="stable")[:, :10]
 
 
+def stored_as_float16(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` written with ``storage="float16"`` and decoded again, as a Spark job would read them."""
+    from user_spark.storage import float16_to_arrow_list, to_arrow
+
+    valid = np.ones(len(vectors), dtype=bool)
+    decoded = float16_to_arrow_list(to_arrow(vectors, valid, "float16"))
+    return np.asarray(decoded.flatten().to_numpy(), dtype=np.float32).reshape(vectors.shape)
+
+
 def main() -> int:
     import torch
 
@@ -70,25 +81,33 @@ def main() -> int:
     texts = load_texts(600)
     paragraphs, questions, answers = xquad()
     results = {}
-    print(f"{'model':42} {'mode':5} {'mean cos':>9} {'min cos':>8} {'top10 agree':>11} {'hit@10':>7}")
+    print(f"{'model':42} {'mode':9} {'mean cos':>9} {'min cos':>9} {'top10 agree':>11} {'hit@10':>7}")
     for label, folder in models.items():
         spec = read_model_spec(folder)
         ref = None
-        for mode in ("fp32", "bf16", "int8"):
-            enc = Encoder(spec, folder, choose_device(precision=mode, task_cpus=os.cpu_count() or 2))
-            emb = enc.embed(texts, "query: ").vectors
-            q = enc.embed(questions, "query: ").vectors
-            p = enc.embed(paragraphs, "passage: ").vectors
+        backend = ""
+        for mode in ("fp32", "bf16", "int8", "f16 store"):
+            if mode == "f16 store":  # fp32's vectors, through the float16 storage round trip
+                emb, q, p = (stored_as_float16(x) for x in fp32)
+                backend = f"{fp32_backend}, stored float16"
+            else:
+                enc = Encoder(spec, folder, choose_device(precision=mode, task_cpus=os.cpu_count() or 2))
+                backend = enc.backend
+                emb = enc.embed(texts, "query: ").vectors
+                q = enc.embed(questions, "query: ").vectors
+                p = enc.embed(paragraphs, "passage: ").vectors
             tops = top10(q, p)
             if ref is None:
-                ref = (emb, tops)
-            cos = (emb * ref[0]).sum(axis=1)
+                ref = (emb.astype(np.float64), tops)
+                fp32, fp32_backend = (emb, q, p), backend
+            e64 = emb.astype(np.float64)
+            cos = (e64 * ref[0]).sum(axis=1) / np.linalg.norm(e64, axis=1) / np.linalg.norm(ref[0], axis=1)
             agree = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops, ref[1])])
             hit = float(np.mean([answers[i] in tops[i] for i in range(len(answers))]))
             row = {"mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "top10_agreement": float(agree),
-                   "hit_at_10": hit, "backend": enc.backend}
+                   "hit_at_10": hit, "backend": backend}
             results.setdefault(label, {})[mode] = row
-            print(f"{label:42} {mode:5} {row['mean_cos']:9.5f} {row['min_cos']:8.5f} {agree:11.3f} {hit:7.3f}",
+            print(f"{label:42} {mode:9} {row['mean_cos']:9.7f} {row['min_cos']:9.7f} {agree:11.3f} {hit:7.3f}",
                   flush=True)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "quality.json"), "w") as fh:

@@ -102,3 +102,33 @@ def test_cli_dedup_embeds_text_with_the_model(spark, tiny_model, tmp_path, capsy
     assert main(["dedup", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o2"),
                  "--id-col", "id"]) == 2
     assert "Name the text column (--text-col) or an embedding column" in capsys.readouterr().err
+
+
+def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark):
+    """600 near-identical rows: 179,700 pairs, but each block sends only a spanning forest of its pairs."""
+    from user_spark import blockjoin
+
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(16)
+    x = base + 0.01 * rng.standard_normal((600, 16))
+    others = rng.standard_normal((20, 16))
+    rows = [(i, v.tolist()) for i, v in enumerate(np.vstack([x, others]))]
+    df = spark.createDataFrame(rows, "id long, emb array<double>").repartition(4)
+    sent = []
+    real = blockjoin.bucket_pairs
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        edges = real(*args, **kwargs).localCheckpoint(eager=True)
+        sent.append(edges.count())
+        return edges
+
+    blockjoin.bucket_pairs = counting
+    try:
+        res = dedup(df, id_col="id", embedding_col="emb", threshold=0.95, block_rows=64, bands=4, rows_per_band=8)
+        groups = res.groups.toPandas()
+    finally:
+        blockjoin.bucket_pairs = real
+    assert set(groups["id"]) == set(range(600)) and set(groups["group_id"]) == {0}
+    assert res.summary["rows_kept"] == 21
+    # Per band, each block pair of the group's bucket sends at most 2 x 64 edges; all pairs would be 179,700.
+    assert sent and sent[0] < 179_700 / 10

@@ -127,3 +127,43 @@ def test_text_key_normalises_unicode_case_and_spaces():
     assert text_key("Привет,  МИР") == text_key("привет, мир ") != text_key("привет мир")
     assert text_key("ﬁ") == text_key("fi")  # NFKC ligature
     assert text_key(None) is None
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_threshold_forest_has_the_components_of_all_pairs_in_few_edges(string_ids):
+    from user_spark.blockmath import threshold_forest
+
+    rng = np.random.default_rng(5)
+    x = unit(rng, 60, 3)  # 3-d: dense, chained groups
+    raw = np.arange(200, 260)[::-1].copy()
+    ids, x = sort_by_id(raw.astype(str).astype(object) if string_ids else raw, x)
+    a, b = np.r_[0:60:2], np.r_[1:60:2]  # two sides whose ids interleave (sorted within each side only)
+    cases = {
+        "one side": ((ids, x, None, None), threshold_pairs(ids, x, None, None, 0.95)),
+        "two sides": ((ids[a], x[a], ids[b], x[b]), threshold_pairs(ids[a], x[a], ids[b], x[b], 0.95)),
+    }
+    for name, (args, (src, dst, _)) in cases.items():
+        roots, members = threshold_forest(*args, 0.95, chunk_rows=4)
+        expected = components(zip(src.tolist(), dst.tolist()))
+        assert len(set(expected.values())) >= 3, name  # several groups, not one blob
+        got = {m: r for r, m in zip(roots.tolist(), members.tolist())}
+        got.update({r: r for r in roots.tolist()})
+        assert got == expected, name
+        assert len(members) == len(expected) - len(set(expected.values())), name  # one edge per non-root member
+        assert len(members) < len(src), name  # fewer edges than pairs
+
+
+def components(pairs) -> dict:  # noqa: ANN001
+    """node -> smallest node of its component, by a plain dictionary union-find."""
+    parent: dict = {}
+
+    def find(n):  # noqa: ANN001, ANN202
+        while parent.setdefault(n, n) != n:
+            n = parent[n]
+        return n
+
+    for i, j in pairs:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    return {n: find(n) for n in parent}

@@ -126,13 +126,19 @@ def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -
 
 
 def bucket_pairs(
-    signatures: DataFrame, vectors: DataFrame, *, threshold: float, block_rows: int, id_type: DataType
+    signatures: DataFrame, vectors: DataFrame, *, threshold: float, block_rows: int, id_type: DataType,
+    forest: bool = False,
 ) -> DataFrame:
     """``(src, dst, score)``, ``src < dst``: every pair sharing a bucket with cosine ``>= threshold``, once.
 
     ``signatures`` holds ``(_id, _bucket)`` (a row may be in many buckets, e.g. one per LSH band),
     ``vectors`` ``(_id, _vec)``. Buckets of one row are dropped before any vector moves. A pair found in
     several buckets keeps its highest score.
+
+    ``forest=True`` returns ``(src, dst)`` edges of a spanning forest of each block's pairs instead
+    (:func:`user_spark.blockmath.threshold_forest`): the same connected components, at most ``2 x block_rows``
+    edges per block however many rows are duplicates of each other (all pairs of a group of ``n``
+    near-identical rows would be ``n^2 / 2``).
     """
     import pandas as pd
     from pyspark.sql import functions as F
@@ -148,21 +154,19 @@ def bucket_pairs(
         .withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
         .select(BUCKET, ID, VEC, "_s", F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB))
     )
-    schema = StructType([
-        StructField("src", id_type, False), StructField("dst", id_type, False), StructField("score", FloatType(), False)
-    ])
+    fields = [StructField("src", id_type, False), StructField("dst", id_type, False)]
+    schema = StructType(fields if forest else [*fields, StructField("score", FloatType(), False)])
 
     def pairs(pdf: pd.DataFrame) -> pd.DataFrame:
-        from .blockmath import threshold_pairs
+        from .blockmath import threshold_forest, threshold_pairs
 
+        find = threshold_forest if forest else threshold_pairs
         a_sub, b_sub = int(pdf[_LSUB].iloc[0]), int(pdf[_RSUB].iloc[0])
         ids_a, va = _stack(pdf[pdf["_s"] == a_sub])
-        if a_sub == b_sub:
-            s, d, sc = threshold_pairs(ids_a, va, None, None, threshold)
-        else:
-            ids_b, vb = _stack(pdf[pdf["_s"] == b_sub])
-            s, d, sc = threshold_pairs(ids_a, va, ids_b, vb, threshold)
-        return pd.DataFrame({"src": s, "dst": d, "score": sc})
+        ids_b, vb = (None, None) if a_sub == b_sub else _stack(pdf[pdf["_s"] == b_sub])
+        return pd.DataFrame(dict(zip(schema.names, find(ids_a, va, ids_b, vb, threshold))))
 
     found = keyed.groupBy(BUCKET, _LSUB, _RSUB).applyInPandas(pairs, schema)
+    if forest:
+        return found.dropDuplicates(["src", "dst"])
     return found.groupBy("src", "dst").agg(F.max("score").alias("score"))

@@ -6,11 +6,11 @@ block's GEMM is cut into row chunks so a task's memory is bounded by ``chunk_row
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs"]
+__all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs", "threshold_forest"]
 
 CHUNK_ROWS = 1024
 
@@ -102,6 +102,22 @@ def block_topk(
     return np.concatenate(out_l), np.concatenate(out_r), np.concatenate(out_s)
 
 
+def _hits(
+    a: np.ndarray, b: np.ndarray | None, threshold: float, chunk_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(rows of a, rows of the other side, scores)`` of the pairs at or above ``threshold``, ``chunk_rows`` rows
+    of ``a`` at a time; ``b is None``: pairs within ``a``, upper triangle only (column > row)."""
+    other = a if b is None else b
+    for start in range(0, len(a), chunk_rows):
+        stop = min(start + chunk_rows, len(a))
+        scores = a[start:stop] @ other.T
+        hit = scores >= threshold
+        if b is None:
+            hit &= np.arange(len(a))[None, :] > np.arange(start, stop)[:, None]
+        rows, cols = np.nonzero(hit)
+        yield start + rows, cols, scores[rows, cols]
+
+
 def threshold_pairs(
     ids_a: np.ndarray,
     a: np.ndarray,
@@ -117,21 +133,66 @@ def threshold_pairs(
     which hold different rows. Ids must be sorted ascending within each side.
     """
     src, dst, sc = [], [], []
-    other_ids, other = (ids_a, a) if b is None else (ids_b, b)
-    assert other_ids is not None and other is not None
-    for start in range(0, len(ids_a), chunk_rows):
-        stop = min(start + chunk_rows, len(ids_a))
-        scores = a[start:stop] @ other.T
-        hit = scores >= threshold
-        if b is None:
-            # upper triangle only: column index > row index (ids sorted, so id order too)
-            hit &= np.arange(len(ids_a))[None, :] > np.arange(start, stop)[:, None]
-        rows, cols = np.nonzero(hit)
-        x, y = ids_a[start + rows], other_ids[cols]
+    other_ids = ids_a if b is None else ids_b
+    assert other_ids is not None
+    for rows, cols, scores in _hits(a, b, threshold, chunk_rows):
+        x, y = ids_a[rows], other_ids[cols]
         swap = np.asarray(y < x) if len(x) else np.zeros(0, dtype=bool)
         src.append(np.where(swap, y, x))
         dst.append(np.where(swap, x, y))
-        sc.append(scores[rows, cols].astype(np.float32))
+        sc.append(scores.astype(np.float32))
     if not src:
         return ids_a[:0], ids_a[:0], np.zeros(0, dtype=np.float32)
     return np.concatenate(src), np.concatenate(dst), np.concatenate(sc)
+
+
+def _roots(parent: np.ndarray) -> np.ndarray:
+    """Compress ``parent`` (``parent[i] <= i``) in place until every entry points at its root; return it."""
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return parent
+        parent[:] = grand
+
+
+def _union(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    """Merge the sets of every ``(u[i], v[i])``; a set's root is its smallest member."""
+    while len(u):
+        roots = _roots(parent)
+        ru, rv = roots[u], roots[v]
+        apart = ru != rv
+        if not apart.any():
+            return
+        u, v, ru, rv = u[apart], v[apart], ru[apart], rv[apart]
+        np.minimum.at(parent, np.maximum(ru, rv), np.minimum(ru, rv))
+
+
+def threshold_forest(
+    ids_a: np.ndarray,
+    a: np.ndarray,
+    ids_b: np.ndarray | None,
+    b: np.ndarray | None,
+    threshold: float,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A spanning forest of the pairs :func:`threshold_pairs` finds: ``(root id, member id)`` per member.
+
+    Every row in a connected group of two or more rows (pairs with dot product ``>= threshold``) gets one
+    edge to the smallest id of its group, so the groups (connected components) are those of all the pairs,
+    but the output has at most ``len(a) + len(b)`` edges however dense the block is (a block of 4,096
+    near-identical rows has 8.4 million pairs). Memory is bounded by ``chunk_rows x len(other side)`` scores.
+    """
+    ids = ids_a if b is None else np.concatenate([ids_a, ids_b])
+    offset = 0 if b is None else len(ids_a)
+    # Union-find over positions in id order, so each set's root (its smallest position) is its smallest id.
+    order = np.argsort(ids, kind="stable")
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids))
+    parent = np.arange(len(ids))
+    for rows, cols, _ in _hits(a, b, threshold, chunk_rows):
+        _union(parent, rank[rows], rank[offset + cols])
+    roots = _roots(parent)
+    members = np.flatnonzero(roots != np.arange(len(ids)))
+    sorted_ids = ids[order]
+    return sorted_ids[roots[members]], sorted_ids[members]

@@ -234,7 +234,8 @@ def dedup(
     from .components import connected_components
 
     sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
-    edges = bucket_pairs(sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type)
+    # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
+    edges = bucket_pairs(sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type, forest=True)
 
     # 3. components over exact representatives, then every row through its exact representative
     comp = connected_components(edges)
