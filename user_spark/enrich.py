@@ -106,7 +106,9 @@ def _read_existing(spark: SparkSession, output: str, output_format: str) -> Data
     from pyspark.errors import AnalysisException
 
     try:
-        return spark.read.format(output_format).load(output)
+        existing = spark.read.format(output_format).load(output)
+        existing.schema  # noqa: B018 - over Spark Connect, reading is lazy until the schema is asked for
+        return existing
     except AnalysisException as exc:
         text = str(exc)
         if any(s in text for s in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "is not a Delta table")):
