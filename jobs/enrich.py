@@ -1,7 +1,7 @@
 """spark-submit entry point of the incremental enrichment job (the work is in user_spark.jobs.enrich).
 
-    spark-submit jobs/enrich.py --input hdfs:///lake/docs --output hdfs:///lake/docs_emb \
-        --id-col id --column body:passage --model hdfs:///models/USER-base
+    spark-submit jobs/enrich.py --input hdfs:///lake/docs --input-format parquet \
+        --output hdfs:///lake/docs_emb --id-col id --column body:passage --model hdfs:///models/USER-base
 """
 
 import sys

@@ -104,7 +104,7 @@ def test_cli_dedup_embeds_text_with_the_model(spark, tiny_model, tmp_path, capsy
     assert "Name the text column (--text-col) or an embedding column" in capsys.readouterr().err
 
 
-def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark):
+def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark, monkeypatch):
     """600 near-identical rows: 179,700 pairs, but each block sends only a spanning forest of its pairs."""
     from user_spark import blockjoin
 
@@ -122,12 +122,9 @@ def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark):
         sent.append(edges.count())
         return edges
 
-    blockjoin.bucket_pairs = counting
-    try:
-        res = dedup(df, id_col="id", embedding_col="emb", threshold=0.95, block_rows=64, bands=4, rows_per_band=8)
-        groups = res.groups.toPandas()
-    finally:
-        blockjoin.bucket_pairs = real
+    monkeypatch.setattr(blockjoin, "bucket_pairs", counting)
+    res = dedup(df, id_col="id", embedding_col="emb", threshold=0.95, block_rows=64, bands=4, rows_per_band=8)
+    groups = res.groups.toPandas()
     assert set(groups["id"]) == set(range(600)) and set(groups["group_id"]) == {0}
     assert res.summary["rows_kept"] == 21
     # Per band, each block pair of the group's bucket sends at most 2 x 64 edges; all pairs would be 179,700.

@@ -15,8 +15,8 @@ the key is in effect ``(id, content hash, model, role)``). So:
   left nothing but a hidden ``_temporary`` folder (Spark moves task files into place only at job commit, and
   each batch has a folder of its own, so no later commit picks up a dead run's task files).
 
-Other table formats (``output_format="delta"`` on Databricks) are appended to with
-``partitionBy("batch")``; each batch is then one transaction of that format.
+With ``output_format="delta"`` (Databricks) each batch is appended with ``partitionBy("batch")`` as one
+Delta transaction. One run per output at a time: two concurrent runs would both embed the same missing rows.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _faults
 from .errors import ColumnError, OptionError, UserSparkError
 from .metrics import EmbedMetrics
 from .model_source import DEFAULT_MODEL
-from .storage import check_storage
+from .storage import Storage, check_storage
 from .udf import check_text_column, embedding_metadata, prepare_embedding, with_embeddings
 from .vectors import check_id_column
 
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 HASH_COL = "content_hash"
 BATCH_COL = "batch"
 DEFAULT_COMMIT_ROWS = 100_000
+MIN_ROWS_PER_TASK = 64
+OutputFormat = Literal["parquet", "delta"]
+OUTPUT_FORMATS: tuple[str, ...] = ("parquet", "delta")
 
 
 @dataclass(frozen=True)
@@ -72,18 +75,25 @@ class EnrichResult:
 
 
 def content_hash(columns: Sequence[str]) -> Column:
-    """SHA-256 (hex) of the text columns' values, in the given order; null and empty text hash differently."""
+    """SHA-256 (hex) of the text columns' values, by column name (their order does not matter).
+
+    Each column is hashed on its own first (null and empty text differ), then the column names and their
+    hashes: no text can imitate the boundary between two columns.
+    """
     from pyspark.sql import functions as F
 
-    parts = [F.coalesce(F.concat(F.lit("s"), F.col(c)), F.lit("n")) for c in columns]
-    return F.sha2(F.concat_ws("\u001f", *parts), 256)
+    parts = []
+    for name in sorted(columns):
+        text = F.sha2(F.coalesce(F.concat(F.lit("s"), F.col(name)), F.lit("n")), 256)
+        parts.append(F.concat(F.lit(f"{len(name)}:{name}="), text))
+    return F.sha2(F.concat_ws(",", *parts), 256)
 
 
 _fingerprints: dict[tuple[str, int, int], str] = {}
 _fingerprint_lock = threading.Lock()
 
 
-def weights_fingerprint(folder: str, weights: Sequence[str]) -> str:
+def _weights_fingerprint(folder: str, weights: Sequence[str]) -> str:
     """``sha256:<16 hex>`` of the weight files' bytes: identifies a model folder that has no hub revision."""
     digest = hashlib.sha256()
     with _fingerprint_lock:
@@ -122,6 +132,8 @@ def _check_existing(
     """The output must have been written by this kind of run: same id, same columns, model, roles, storage."""
     fields = {f.name: f for f in existing.schema.fields}
     hint = "Write to a new output, or delete the old one to start over."
+    cast = f"df.withColumn({id_col!r}, F.col({id_col!r}).cast({fields[id_col].dataType.simpleString()!r}))" \
+        if id_col in fields else ""
     if id_col not in fields or HASH_COL not in fields:
         raise ColumnError(
             f"{output!r} is not an enrichment output for id column {id_col!r} (it has columns {list(fields)}). {hint}"
@@ -129,7 +141,7 @@ def _check_existing(
     if fields[id_col].dataType != id_type:
         raise ColumnError(
             f"Id column {id_col!r} is {id_type.simpleString()} in the input but "
-            f"{fields[id_col].dataType.simpleString()} in {output!r}. {hint}"
+            f"{fields[id_col].dataType.simpleString()} in {output!r}; cast the input's ids first: {cast}"
         )
     have = sorted(n for n in fields if n not in (id_col, HASH_COL, BATCH_COL))
     if have != sorted(expected):
@@ -141,7 +153,11 @@ def _check_existing(
         diff = {k: (old.get(k), v) for k, v in new.items() if k != "model" and old.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: {a!r} in the output, {b!r} now" for k, (a, b) in sorted(diff.items()))
-            raise OptionError(f"{output!r} column {name!r} was written differently ({shown}). {hint}")
+            extra = ""
+            if "revision" in diff:
+                extra = (f" If it is the same model under another name (a copy of a hub model), pass "
+                         f"model_revision={old.get('revision')!r} (--model-revision).")
+            raise OptionError(f"{output!r} column {name!r} was written differently ({shown}).{extra} {hint}")
 
 
 def _default_partitions(spark: SparkSession) -> int:
@@ -151,26 +167,26 @@ def _default_partitions(spark: SparkSession) -> int:
         return int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200)
 
 
-def _check_missing(missing: DataFrame, id_col: str) -> int:
-    """Count the rows to embed; refuse null ids and ids that appear with two different texts."""
+def _check_ids(keyed: DataFrame, id_col: str) -> None:
+    """Refuse null ids and ids that appear with two different texts anywhere in the input.
+
+    The whole input, not only the rows still to embed: an id whose old text is in the output and whose new
+    text is appended (an append-only source) would otherwise get a second current row.
+    """
     from pyspark.sql import functions as F
 
-    per_id = missing.groupBy(id_col).agg(F.count(F.lit(1)).alias("n"))
+    per_id = keyed.groupBy(id_col).agg(F.countDistinct(HASH_COL).alias("n"))
     stats = per_id.agg(
-        F.sum("n").alias("rows"),
-        F.max("n").alias("most"),
-        F.sum(F.when(F.col(id_col).isNull(), F.col("n")).otherwise(0)).alias("null_ids"),
+        F.max("n").alias("most"), F.count(F.when(F.col(id_col).isNull(), 1)).alias("null_ids")
     ).first()
-    rows = int(stats["rows"] or 0)
     if stats["null_ids"]:
-        raise ColumnError(f"Id column {id_col!r} has {stats['null_ids']} null values; every row needs an id")
+        raise ColumnError(f"Id column {id_col!r} has null values; every row needs an id")
     if stats["most"] and stats["most"] > 1:
         shown = [r[0] for r in per_id.where(F.col("n") > 1).orderBy(id_col).limit(3).collect()]
         raise ColumnError(
             f"Ids {shown} appear with different texts in the input; an id must name one row. Deduplicate the "
             "input (e.g. keep the newest row per id) before enriching."
         )
-    return rows
 
 
 def enrich(
@@ -180,12 +196,12 @@ def enrich(
     id_col: str,
     columns: Mapping[str, str],
     model: str = DEFAULT_MODEL,
-    output_format: str = "parquet",
+    output_format: OutputFormat = "parquet",
     commit_rows: int = DEFAULT_COMMIT_ROWS,
     partitions: int | None = None,
     suffix: str = "_embedding",
     model_revision: str | None = None,
-    storage: str = "float32",
+    storage: Storage = "float32",
     metrics: EmbedMetrics | None = None,
     **options: Any,
 ) -> EnrichResult:
@@ -197,7 +213,7 @@ def enrich(
         id_col: the input's unique id column (integer or string).
         columns: text column -> role (``{"body": "passage"}``); each adds ``<column><suffix>``.
         model: as in :func:`user_spark.embed_udf`.
-        output_format: ``"parquet"`` (default) or another Spark source that appends, e.g. ``"delta"``.
+        output_format: ``"parquet"`` (default) or ``"delta"`` (each batch one Delta transaction).
         commit_rows: rows per committed batch: a killed run loses at most the batch in flight.
         partitions: tasks per batch (default: Spark's default parallelism).
         suffix: output column name suffix.
@@ -205,13 +221,15 @@ def enrich(
             weight files for a folder).
         storage: ``"float32"`` or ``"float16"`` (see :mod:`user_spark.storage`).
         metrics: counters to update.
-        **options: other :func:`user_spark.embed_udf` options (``batch_tokens``, ``device``, ``precision``, ...).
+        **options: other :func:`user_spark.embed_udf` options (``batch_tokens``, ``device``, ``precision``,
+            ``udf_type``, ...); roles come from ``columns``.
 
     Returns:
         :class:`EnrichResult`.
 
     Raises:
-        ColumnError: a missing or non-string column, null or conflicting ids, or an output of another shape.
+        ColumnError: a missing or non-string column, null ids, an id with two texts, or an output of another
+            shape.
         OptionError: the output was written with another model, revision, role or storage.
 
     >>> enrich(spark.read.parquet("/lake/docs"), "/lake/docs_emb", id_col="id", columns={"body": "passage"})
@@ -223,25 +241,36 @@ def enrich(
         raise OptionError(f"commit_rows must be >= 1, got {commit_rows}")
     if partitions is not None and partitions < 1:
         raise OptionError(f"partitions must be >= 1, got {partitions}")
+    if output_format not in OUTPUT_FORMATS:
+        raise OptionError(
+            f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}: other file formats do not "
+            "keep the embedding columns' metadata, and appending them is not safe after a crash"
+        )
+    if "role" in options:
+        raise OptionError("enrich takes each column's role from columns=, e.g. columns={'body': 'passage'}")
     check_id_column(df, id_col)
     for name, role in columns.items():
         check_text_column(df, name)
         if not isinstance(role, str):
             raise OptionError(f"enrich needs a fixed role per column; got {role!r} for {name!r}")
     outputs = {name: f"{name}{suffix}" for name in columns}
-    clash = sorted((set(columns) | set(outputs.values())) & {HASH_COL, BATCH_COL} | set(outputs.values()) & {id_col})
+    named = {id_col, *columns, *outputs.values()}
+    clash = sorted(named & {HASH_COL, BATCH_COL} | set(outputs.values()) & {id_col, *columns})
     if clash:
-        raise ColumnError(f"Columns {clash} clash with the output's own columns ({HASH_COL!r}, {BATCH_COL!r}, the id)")
+        raise ColumnError(f"Columns {clash} clash with the output's own columns ({HASH_COL!r}, {BATCH_COL!r}, the id, "
+                          "the embeddings); rename them")
     storage = check_storage(storage)
 
     spark = df.sparkSession
+    metrics = metrics or EmbedMetrics.create(spark)
+    udf_type = options.pop("udf_type", "auto")
     config = prepare_embedding(model, spark=spark, **options)
     if model_revision is None:
         model_revision = config.model_revision or _folder_fingerprint(spark, model, config, options)
     config = replace(config, model_revision=model_revision)
     expected = {outputs[name]: embedding_metadata(replace(config, role=role), role, storage)
                 for name, role in columns.items()}
-    options = dict(options, model_revision=model_revision, storage=storage)
+    options = dict(options, model_revision=model_revision, storage=storage, udf_type=udf_type)
 
     id_type = df.schema[id_col].dataType
     existing = _read_existing(spark, output, output_format)
@@ -249,20 +278,23 @@ def enrich(
     keyed = df.select(id_col, *text_cols).withColumn(HASH_COL, content_hash(text_cols))
     if existing is not None:
         _check_existing(existing, output, id_col, id_type, expected)
+    _check_ids(keyed, id_col)
+    if existing is not None:
         keyed = keyed.join(existing.select(id_col, HASH_COL), [id_col, HASH_COL], "left_anti")
     tasks = partitions or _default_partitions(spark)
     # An explicit partition count: adaptive execution would otherwise coalesce the (small) text rows into a
-    # task or two and leave the other cores idle while the model runs.
-    missing = keyed.dropDuplicates([id_col, HASH_COL]).repartition(tasks, id_col, HASH_COL).persist()
+    # task or two and leave the other cores idle while the model runs. Partitioned by the key, the
+    # deduplication after it needs no second shuffle.
+    missing = keyed.repartition(tasks, id_col, HASH_COL).dropDuplicates([id_col, HASH_COL]).persist()
     try:
-        todo = _check_missing(missing, id_col)
+        todo = missing.count()
         batches = _commit_batches(
-            missing, output, output_format, todo, commit_rows, id_col, columns, outputs, model, metrics, options
+            missing, output, output_format, todo, commit_rows, tasks, id_col, columns, outputs, model, metrics,
+            options,
         )
     finally:
         missing.unpersist()
-    counts = metrics.as_dict() if metrics is not None else {}
-    return EnrichResult(output, todo, tuple(batches), model_revision, counts)
+    return EnrichResult(output, todo, tuple(batches), model_revision, metrics.as_dict())
 
 
 def _folder_fingerprint(spark: SparkSession, model: str, config: Any, options: Mapping[str, Any]) -> str:
@@ -273,7 +305,7 @@ def _folder_fingerprint(spark: SparkSession, model: str, config: Any, options: M
         allow_pickle=options.get("allow_pickle", False),
     )
     folder = os.path.join(local_dir, config.spec.transformer_subdir)
-    return weights_fingerprint(folder, config.spec.weights)
+    return _weights_fingerprint(folder, config.spec.weights)
 
 
 def _commit_batches(
@@ -282,11 +314,12 @@ def _commit_batches(
     output_format: str,
     todo: int,
     commit_rows: int,
+    tasks: int,
     id_col: str,
     columns: Mapping[str, str],
     outputs: Mapping[str, str],
     model: str,
-    metrics: EmbedMetrics | None,
+    metrics: EmbedMetrics,
     options: Mapping[str, Any],
 ) -> list[str]:
     from pyspark.sql import functions as F
@@ -298,9 +331,13 @@ def _commit_batches(
     run = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     bucket = F.pmod(F.xxhash64(id_col, HASH_COL), F.lit(n_batches))
     done = []
+    # Small batches in fewer tasks: a nightly run of 1,000 rows on 200 cores should not write 200 tiny files.
+    per_batch = min(tasks, math.ceil(todo / n_batches / MIN_ROWS_PER_TASK))
     for i in range(n_batches):
         batch_id = f"{run}-{i:04d}"
         part = missing if n_batches == 1 else missing.where(bucket == i)
+        if per_batch < tasks:
+            part = part.coalesce(per_batch)
         embedded = with_embeddings(
             part, dict(columns), model=model, output_columns=dict(outputs), metrics=metrics, **options
         ).select(id_col, HASH_COL, *outputs.values())
@@ -318,9 +355,10 @@ def _commit_batches(
 def current_embeddings(
     output: DataFrame, df: DataFrame, *, id_col: str, columns: Sequence[str] | Mapping[str, str]
 ) -> DataFrame:
-    """The output rows that match ``df`` as it is now: one per id whose text has not changed since.
+    """The output rows that match ``df`` as it is now: one per id of ``df`` that has been enriched.
 
-    Rows of ids that changed later (older versions) and ids no longer in ``df`` are left out.
+    Older versions of rows whose text changed since, and ids no longer in ``df``, are left out. ``columns``
+    are the text columns the output was enriched with (their order does not matter).
 
     >>> current_embeddings(spark.read.parquet("/lake/docs_emb"), docs, id_col="id", columns=["body"])
     DataFrame[id: bigint, content_hash: string, body_embedding: array<float>, batch: string]

@@ -62,7 +62,14 @@ def to_arrow(vectors: np.ndarray, valid: np.ndarray, storage: Storage) -> Any:
     if storage == "float32":
         flat = pa.array(kept.reshape(-1), type=pa.float32())
         return pa.ListArray.from_arrays(pa.array(_offsets(valid, vectors.shape[1])), flat, mask=mask)
-    data = kept.astype(FLOAT16).tobytes()
+    half = kept.astype(FLOAT16)
+    if not np.isfinite(half).all():
+        from .errors import EmbeddingError
+
+        raise EmbeddingError(
+            "a vector has values beyond float16's range (65504); store this model's vectors as float32"
+        )
+    data = half.tobytes()
     bitmap = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
     return pa.Array.from_buffers(
         pa.binary(), len(valid), [bitmap, pa.py_buffer(_offsets(valid, vectors.shape[1] * 2).tobytes()),
@@ -99,8 +106,11 @@ def float16_to_arrow_list(values: Any) -> Any:
     if width:
         raw = np.frombuffer(buffers[2], dtype=np.uint8)
         starts = offsets[:-1][valid]
-        gathered = raw[starts[:, None] + np.arange(width * 2)]  # rows of 2*width bytes, one per valid row
-        vectors[valid] = gathered.view(FLOAT16).astype(np.float32)
+        if int(starts[-1] - starts[0]) == (len(starts) - 1) * 2 * width:  # back to back (nulls take no bytes)
+            rows = raw[starts[0] : starts[0] + len(starts) * 2 * width].view(FLOAT16).reshape(-1, width)
+        else:
+            rows = raw[starts[:, None] + np.arange(width * 2)].view(FLOAT16)  # a row of 2*width bytes each
+        vectors[valid] = rows.astype(np.float32)
     return to_arrow(vectors, valid, "float32")
 
 

@@ -78,18 +78,25 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
         )
     if not check_lengths:
         return None
-    size = F.length(name) / 2 if half else F.size(name)
+    size = F.length(name) if half else F.size(name)  # float16: bytes, 2 per value
     row = df.where(F.col(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
     lo, hi = (row["lo"], row["hi"]) if row else (None, None)
     if lo is None or hi is None:
         return None
+    unit = " bytes" if half else ""
     if lo != hi:
         raise ColumnError(
-            f"Embedding column {name!r} holds vectors of different lengths ({lo} to {hi}); all must be equally long"
+            f"Embedding column {name!r} holds vectors of different lengths ({lo} to {hi}{unit}); all must be "
+            "equally long"
         )
-    if hi == 0 or hi != int(hi):
-        raise ColumnError(f"Embedding column {name!r} holds empty vectors or float16 buffers of odd length")
-    return int(hi)
+    if hi == 0:
+        raise ColumnError(f"Embedding column {name!r} holds empty vectors")
+    if half and hi % 2:
+        raise ColumnError(
+            f"Embedding column {name!r} is binary but its values are {hi} bytes, not float16 vectors (2 bytes per "
+            "value); write it with storage='float16' or convert it to array<float>"
+        )
+    return int(hi) // 2 if half else int(hi)
 
 
 def resolve_source(text_col: str | None, embedding_col: str | None, what: str) -> None:

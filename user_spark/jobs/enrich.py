@@ -1,6 +1,7 @@
 """The enrich job: embed only the rows of a table that its enrichment output does not hold yet.
 
-    user-spark enrich --input /lake/docs --output /lake/docs_emb --id-col id --column body:passage
+    user-spark enrich --input /lake/docs --input-format parquet --output /lake/docs_emb --id-col id \
+        --column body:passage
 
 Re-run it whenever new rows arrive, or after a crash: it embeds what is missing and appends it in batches
 (see :mod:`user_spark.enrich`). Ends with one summary line.
@@ -13,7 +14,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from ..enrich import DEFAULT_COMMIT_ROWS, enrich
+from ..enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, enrich
+from ..errors import OptionError
 from ..metrics import EmbedMetrics
 from ..model_source import DEFAULT_MODEL
 from ._session import add_embedding_arguments, add_spark_arguments, job_session, read_input, run_main
@@ -33,8 +35,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--input-format", default="auto",
                         help="auto (from file names), parquet, json, csv, orc, delta, any Spark source, or table")
     parser.add_argument("--output", required=True, help="output table path (appended to; created by the first run)")
-    parser.add_argument("--format", default="parquet", dest="output_format",
-                        help="output format: parquet (default) or a Spark source that appends, e.g. delta")
+    parser.add_argument("--format", default="parquet", dest="output_format", choices=OUTPUT_FORMATS,
+                        help="output table format: parquet (default) or delta (Databricks)")
     parser.add_argument("--id-col", required=True, help="unique id column of the input")
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
@@ -53,7 +55,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def _main(args: argparse.Namespace) -> int:
-    columns = dict(parse_column(c) for c in args.column)
+    pairs = [parse_column(c) for c in args.column]
+    columns = dict(pairs)
+    if len(columns) != len(pairs):
+        raise OptionError(f"--column names a column twice: {args.column}")
     options = {"device": args.device, "precision": args.precision}
     if args.batch_tokens:
         options["batch_tokens"] = args.batch_tokens
