@@ -87,6 +87,10 @@ def test_errors_are_reported_before_work_with_exit_code_2(spark, tiny_model, doc
     assert main(["embed", "--input", str(tmp_path / "nope.parquet"), "--output", str(tmp_path / "o"),
                  "--column", "body"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["embed", "--input", str(src), "--output", str(tmp_path / "o"), "--column", "body",
+                 "--master", "local[2]", "--remote", "sc://spark-connect:15002"]) == 2
+    assert ("error: --master local[2] and --remote sc://spark-connect:15002 exclude each other: a session is "
+            "classic or Spark Connect; give one") in capsys.readouterr().err
 
 
 def test_parse_column():

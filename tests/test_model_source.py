@@ -75,3 +75,31 @@ def test_local_master_detection():
     assert is_local_master("local[2]") and is_local_master("local") and is_local_master("local[*, 3]")
     assert not is_local_master("local-cluster[2,1,1024]")
     assert not is_local_master("yarn") and not is_local_master("spark://h:7077") and not is_local_master(None)
+
+
+class _Conf:
+    def __init__(self, master: str | None) -> None:
+        self.master = master
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        if self.master is None:
+            raise RuntimeError("[CONFIG_NOT_AVAILABLE] spark.master")  # as a server that hides its confs does
+        return self.master if key == "spark.master" else default
+
+
+def _connect_session(master: str | None) -> object:
+    session = type("SparkSession", (), {"__module__": "pyspark.sql.connect.session"})()
+    session.conf = _Conf(master)  # type: ignore[attr-defined]
+    return session
+
+
+def test_a_connect_server_shares_the_driver_disk_only_when_it_runs_in_this_process(monkeypatch):
+    from user_spark.connect import is_connect, shares_driver_disk
+
+    monkeypatch.delenv("SPARK_LOCAL_REMOTE", raising=False)
+    assert is_connect(_connect_session("local[2]"))
+    assert not shares_driver_disk(_connect_session("local[2]"))  # sc://: maybe another machine, so ship
+    monkeypatch.setenv("SPARK_LOCAL_REMOTE", "1")  # what remote("local[N]") sets when it starts the server here
+    assert shares_driver_disk(_connect_session("local[2]"))
+    assert not shares_driver_disk(_connect_session("local-cluster[2,1,1024]"))
+    assert not shares_driver_disk(_connect_session(None))  # master hidden: assume a cluster

@@ -161,10 +161,10 @@ def _check_existing(
 
 
 def _default_partitions(spark: SparkSession) -> int:
-    try:
-        return int(spark.sparkContext.defaultParallelism)
-    except Exception:  # Spark Connect has no SparkContext
-        return int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200)
+    from .connect import default_parallelism
+
+    # Over Spark Connect without spark.default.parallelism the client cannot see the cores: shuffle partitions.
+    return default_parallelism(spark) or int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200)
 
 
 def _check_ids(keyed: DataFrame, id_col: str) -> None:
@@ -343,7 +343,7 @@ def _commit_batches(
         ).select(id_col, HASH_COL, *outputs.values())
         logger.info("committing batch %d of %d (%s) to %s", i + 1, n_batches, batch_id, output)
         if output_format == "parquet":
-            embedded.write.mode("errorifexists").parquet(f"{output.rstrip('/')}/{BATCH_COL}={batch_id}")
+            embedded.write.mode("error").parquet(f"{output.rstrip('/')}/{BATCH_COL}={batch_id}")
         else:
             (embedded.withColumn(BATCH_COL, F.lit(batch_id)).write.format(output_format)
              .mode("append").partitionBy(BATCH_COL).save(output))

@@ -30,10 +30,11 @@ class EmbedMetrics:
 
     @classmethod
     def create(cls, spark: SparkSession) -> EmbedMetrics:
-        try:
-            sc = spark.sparkContext
-        except Exception:  # Spark Connect has no SparkContext
+        from .connect import is_connect
+
+        if is_connect(spark):  # no SparkContext, so no accumulators
             return cls(None)
+        sc = spark.sparkContext
         return cls({name: sc.accumulator(0) for name in _FIELDS})
 
     def add(self, *, rows: int, nulls: int, tokens: int, truncated: int) -> None:

@@ -8,7 +8,10 @@
 - A folder on a Hadoop-compatible filesystem (``hdfs://``, ``s3a://``, ``dbfs:/``, ...): added with
   ``SparkContext.addFile(uri, recursive=True)``, which copies it to the driver (checked there before any job)
   and to each executor.
-- Spark Connect: the archive goes up with ``SparkSession.addArtifacts(..., archive=True)``.
+- Spark Connect (:mod:`user_spark.connect`): the same tar goes up with ``SparkSession.addArtifacts(...,
+  archive=True)``, once per Connect session (artifacts belong to a session); tasks find it with
+  ``SparkFiles.get`` as well. A folder on the driver's disk is used in place only when pyspark runs the server
+  inside this process (``remote("local[N]")``); a URI cannot be shipped (no ``addFile`` over Connect).
 
 ``ship="never"`` uses the path as it is on every machine (a shared mount: NFS, ``/dbfs``, ``/Volumes``).
 """
@@ -26,6 +29,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from .connect import is_connect, is_local_master, session_key, shares_driver_disk
 from .errors import ModelSourceError, OptionError
 from .model_source import classify_model_source, fetch_hub_model
 
@@ -63,29 +67,6 @@ class ModelLocation:
                 "session that shipped it restarted?"
             )
         return path
-
-
-def is_local_master(master: str | None) -> bool:
-    """True for ``local``, ``local[N]``, ``local[*]``, ``local[N,F]``: executors share the driver's disk."""
-    return bool(master) and (master == "local" or master.startswith("local["))
-
-
-def _is_connect(spark: SparkSession) -> bool:
-    try:
-        from pyspark.sql.utils import is_remote
-
-        if is_remote():
-            return True
-    except ImportError:
-        pass
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-def _master(spark: SparkSession) -> str | None:
-    try:
-        return spark.conf.get("spark.master", None)
-    except Exception:  # a Connect server may refuse to show some confs
-        return None
 
 
 def _pack(folder: str) -> str:
@@ -137,10 +118,8 @@ def ship_model(
     if ship not in ("auto", "always", "never"):
         raise OptionError(f"ship must be 'auto', 'always' or 'never', got {ship!r}")
     source = classify_model_source(model)
-    connect = _is_connect(spark)
-    master = _master(spark)
-    app = "connect" if connect else spark.sparkContext.applicationId
-    key = (app, source.location, ship, revision, allow_pickle)
+    connect = is_connect(spark)
+    key = (session_key(spark), source.location, ship, revision, allow_pickle)
     with _lock:
         if key in _shipped:
             return _shipped[key]
@@ -153,9 +132,10 @@ def ship_model(
                 )
             if connect:
                 raise ModelSourceError(
-                    f"Over Spark Connect the driver cannot fetch {model!r} for the executors. Use a path the "
-                    "cluster mounts (e.g. /Volumes/catalog/schema/models/USER-base or /dbfs/models/USER-base) "
-                    "with ship='never', or a hub id."
+                    f"Over Spark Connect user_spark cannot have {model!r} copied to the executors (there is no "
+                    "SparkContext.addFile). Pass a path every executor can read with ship='never' (on Databricks "
+                    "the Volume path: /Volumes/<catalog>/<schema>/<volume>/USER-base), or a local folder or hub "
+                    "id, which user_spark uploads with spark.addArtifacts."
                 )
             name = os.path.basename(source.location.rstrip("/"))
             sc = spark.sparkContext
@@ -172,7 +152,7 @@ def ship_model(
                 if source.kind == "hub"
                 else source.location
             )
-            copy = ship == "always" or (ship == "auto" and not is_local_master(master))
+            copy = ship == "always" or (ship == "auto" and not shares_driver_disk(spark))
             if not copy:
                 result = (folder, ModelLocation("path", folder))
             else:
@@ -180,7 +160,15 @@ def ship_model(
                 name = os.path.basename(archive)
                 logger.info("Shipping model folder %s to executors as %s", folder, name)
                 if connect:
-                    spark.addArtifacts(archive, archive=True)
+                    try:
+                        spark.addArtifacts(archive, archive=True)
+                    except Exception as exc:  # a server may cap or refuse artifacts; say what avoids the upload
+                        raise ModelSourceError(
+                            f"The Spark Connect server did not accept the model folder {folder!r} as an artifact "
+                            f"({(str(exc).splitlines() or [type(exc).__name__])[0]}). Put the folder where every executor can read it (on "
+                            "Databricks a Volume: /Volumes/<catalog>/<schema>/<volume>/USER-base) and pass "
+                            "ship='never'."
+                        ) from exc
                 else:
                     spark.sparkContext.addArchive(archive)
                 result = (folder, ModelLocation("spark_files", name))

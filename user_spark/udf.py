@@ -317,7 +317,8 @@ def embed_udf(
 
     Args:
         model: hub id (default ``deepvk/USER-base``), local folder, or a URI (``hdfs://``, ``s3a://``,
-            ``dbfs:/``, ``file:``) of a folder the driver ships to executors.
+            ``dbfs:/``, ``file:``) of a folder the driver ships to executors (not over Spark Connect: there,
+            a mount path with ``ship="never"``).
         role: prompt to prefix every text with: ``"query"`` (``"query: "``, also for symmetric tasks) or
             ``"passage"`` (``"passage: "``), or another prompt name of the model. Call the UDF with a second
             column to choose the role per row (null there means ``role``).
@@ -344,7 +345,8 @@ def embed_udf(
     Returns:
         A UDF, ``udf(text_col[, role_col]) -> Column`` of ``array<float>`` (L2-normalised when the model
         normalises, as USER-base does), or ``binary`` with ``storage="float16"``.
-        ``udf.metrics`` counts rows, nulls, tokens and truncated rows; ``udf.config`` is its configuration.
+        ``udf.metrics`` counts rows, nulls, tokens and truncated rows (``None`` over Spark Connect, which has
+        no accumulators); ``udf.config`` is its configuration.
 
     Raises:
         UserSparkError: on the driver, for an unknown role, a bad option, or a model that cannot be found,

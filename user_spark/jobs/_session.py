@@ -46,6 +46,10 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
         help="Spark master URL (default: local[*] when run directly; the cluster's when run by spark-submit)",
     )
     group.add_argument(
+        "--remote", metavar="URL",
+        help="Spark Connect server (sc://host:15002, or local[N] to start one here) instead of --master",
+    )
+    group.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark configuration, repeatable"
     )
 
@@ -89,7 +93,7 @@ def _under_spark_submit() -> bool:
 @contextlib.contextmanager
 def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSession]:
     """A job's Spark session from its ``--master``/``--conf`` flags; stopped at the end only if the job started it."""
-    spark, created = build_session(app_name, args.master, parse_confs(args.conf))
+    spark, created = build_session(app_name, args.master, parse_confs(args.conf), remote=getattr(args, "remote", None))
     try:
         yield spark
     finally:
@@ -97,24 +101,40 @@ def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSessio
             spark.stop()
 
 
-def build_session(app_name: str, master: str | None, confs: dict[str, str]) -> tuple[SparkSession, bool]:
-    """The active session if there is one (a notebook), else a new one. Returns ``(session, created)``."""
+def build_session(
+    app_name: str, master: str | None, confs: dict[str, str], *, remote: str | None = None
+) -> tuple[SparkSession, bool]:
+    """The active session if there is one (a notebook), else a new one. Returns ``(session, created)``.
+
+    ``remote`` (or the ``SPARK_REMOTE`` environment variable, which pyspark reads itself) makes it a Spark
+    Connect session; a master cannot be given with it.
+    """
     from pyspark.sql import SparkSession
 
+    if master and (remote or "SPARK_REMOTE" in os.environ):
+        given = f"--remote {remote}" if remote else f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}"
+        raise OptionError(
+            f"--master {master} and {given} exclude each other: a session is classic or Spark Connect; give one"
+            + ("" if remote else " (unset SPARK_REMOTE to use --master)")
+        )
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
     builder = SparkSession.builder.appName(app_name)
-    if master:
+    if remote:
+        builder = builder.remote(remote)
+    elif master:
         builder = builder.master(master)
-    elif not _under_spark_submit():
+    elif not _under_spark_submit() and "SPARK_REMOTE" not in os.environ:
         builder = builder.master("local[*]")
     if not _under_spark_submit():
         # Executors' Python must be this interpreter (the one with user_spark and torch installed).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
-    # A person running a job sees each stage's progress on stderr (Spark turns this on only in its shells).
-    builder = builder.config("spark.ui.showConsoleProgress", "true")
+    if not (remote or "SPARK_REMOTE" in os.environ):
+        # A person running a job sees each stage's progress on stderr (Spark turns this on only in its shells;
+        # a Connect client shows its own progress).
+        builder = builder.config("spark.ui.showConsoleProgress", "true")
     for key, value in confs.items():
         builder = builder.config(key, value)
     return builder.getOrCreate(), True
@@ -167,7 +187,8 @@ def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
 
 
 def write_parquet(df: DataFrame, path: str, mode: str) -> None:
-    df.write.mode(mode).parquet(path)
+    # Spark Connect's writer (pyspark 4.3) knows "error" but rejects its classic alias "errorifexists".
+    df.write.mode("error" if mode == "errorifexists" else mode).parquet(path)
 
 
 def run_main(main_body, argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> int:

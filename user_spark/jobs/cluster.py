@@ -20,7 +20,7 @@ from ..cluster import ClusterResult, cluster
 from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..vectors import ID, VEC
-from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
+from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
 from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path
 
 if TYPE_CHECKING:
@@ -121,8 +121,8 @@ def _main(args: argparse.Namespace) -> int:
     with job_session("user-spark cluster", args) as spark:
         start = time.perf_counter()
         res = run(spark, config)
-        res.assignments.write.mode(args.mode).parquet(os.path.join(args.output, "assignments"))
-        res.summary.write.mode(args.mode).parquet(os.path.join(args.output, "summary"))
+        write_parquet(res.assignments, os.path.join(args.output, "assignments"), args.mode)
+        write_parquet(res.summary, os.path.join(args.output, "summary"), args.mode)
         plot = args.plot
         if plot is None and not args.no_plot and local_path(args.output) is not None:
             plot = os.path.join(local_path(args.output) or "", "clusters.png")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..dedup import DEFAULT_THRESHOLD, DedupResult, dedup
 from ..model_source import DEFAULT_MODEL
-from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main
+from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
 from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path, write_json
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def _main(args: argparse.Namespace) -> int:
     with job_session("user-spark dedup", args) as spark:
         start = time.perf_counter()
         res = run(spark, config)
-        res.groups.write.mode(args.mode).parquet(os.path.join(args.output, "groups"))
-        res.kept.write.mode(args.mode).parquet(os.path.join(args.output, "kept"))
+        write_parquet(res.groups, os.path.join(args.output, "groups"), args.mode)
+        write_parquet(res.kept, os.path.join(args.output, "kept"), args.mode)
         summary = dict(res.summary, bands=res.bands, rows_per_band=res.rows_per_band,
                        seconds=round(time.perf_counter() - start, 1))
         local = local_path(args.output)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..connect import default_parallelism, num_partitions
 from ..errors import OptionError
 from ..metrics import EmbedMetrics
 from ..model_source import DEFAULT_MODEL
@@ -26,6 +27,7 @@ from ._session import (
     job_session,
     read_input,
     run_main,
+    write_parquet,
 )
 
 if TYPE_CHECKING:
@@ -69,10 +71,15 @@ class EmbedJobConfig:
 
 
 def spread(df: DataFrame, partitions: int) -> DataFrame:
-    """At least ``partitions`` partitions, keeping row order (range partitioning on the original position)."""
+    """At least ``partitions`` partitions, keeping row order (range partitioning on the original position).
+
+    Over Spark Connect the current count is unknown, so the frame is always range-partitioned into
+    ``partitions``: one shuffle, which the caller asked for by passing ``partitions``.
+    """
     from pyspark.sql import functions as F
 
-    if df.rdd.getNumPartitions() >= partitions:
+    current = num_partitions(df)
+    if current is not None and current >= partitions:
         return df
     pos = "__user_spark_pos"
     return df.withColumn(pos, F.monotonically_increasing_id()).repartitionByRange(partitions, pos).drop(pos)
@@ -120,7 +127,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def _main(args: argparse.Namespace) -> int:
     with job_session("user-spark embed", args) as spark:
-        partitions = args.partitions or spark.sparkContext.defaultParallelism
+        partitions = args.partitions or default_parallelism(spark)
         config = EmbedJobConfig(
             input=args.input,
             columns=tuple(parse_column(c) for c in args.column),
@@ -136,10 +143,14 @@ def _main(args: argparse.Namespace) -> int:
         metrics = EmbedMetrics.create(spark)
         df = run(spark, config, metrics)
         start = time.perf_counter()
-        df.write.mode(args.mode).parquet(args.output)
+        write_parquet(df, args.output, args.mode)
         seconds = time.perf_counter() - start
         counts = metrics.as_dict()
-        rows = counts["rows"] or 0
+        if counts["rows"] is None:  # Spark Connect: no accumulators, and no extra job just to count
+            print(f"user-spark embed: {len(config.columns)} column(s) embedded in {seconds:.1f} s (Spark Connect "
+                  f"gives no counts) -> {args.output}")
+            return 0
+        rows = counts["rows"]
         print(
             f"user-spark embed: {rows} texts in {len(config.columns)} column(s), {counts['tokens']} tokens, "
             f"{counts['truncated']} truncated, {counts['nulls']} null; {seconds:.1f} s, "

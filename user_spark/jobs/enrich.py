@@ -73,11 +73,12 @@ def _main(args: argparse.Namespace) -> int:
         )
         seconds = time.perf_counter() - start
         counts = res.metrics
+        tokens = "" if counts["tokens"] is None else f", {counts['tokens']} tokens, {counts['truncated']} truncated"
         print(
             f"user-spark enrich: {res.rows_embedded} new rows embedded ({len(columns)} column(s)) in "
-            f"{len(res.batches)} batch(es), {counts.get('tokens')} tokens, {counts.get('truncated')} truncated; "
-            f"{seconds:.1f} s, {res.rows_embedded / seconds if seconds else 0:.1f} rows/s; "
-            f"model revision {res.model_revision} -> {args.output}"
+            f"{len(res.batches)} batch(es){tokens}; {seconds:.1f} s, "
+            f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision} "
+            f"-> {args.output}"
         )
         return 0
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..similarity_join import similarity_join
-from ._session import INPUT_FORMATS, add_spark_arguments, job_session, read_input, run_main
+from ._session import INPUT_FORMATS, add_spark_arguments, job_session, read_input, run_main, write_parquet
 from ._vectors import add_model_arguments, add_vector_arguments, embed_options
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     with job_session("user-spark join", args) as spark:
         start = time.perf_counter()
-        run(spark, config).write.mode(args.mode).parquet(args.output)
+        write_parquet(run(spark, config), args.output, args.mode)
         print(f"user-spark join: {config.method}, k={config.k}; {time.perf_counter() - start:.1f} s -> {args.output}")
         return 0
 
