@@ -241,6 +241,13 @@ def connect_only(spark: Any, inputs: str, model: str, minilm: str, out: str, cou
     pairs = fitted.transform(docs).select("id", "prediction").join(reloaded.withColumnRenamed("prediction", "again"), "id")
     result["pipeline"] = {str(r.id): [r.prediction, r.again] for r in pairs.collect()}
 
+    from user_spark import enrich
+
+    target = os.path.join(out, "enriched")
+    first = enrich(texts, target, id_col="id", columns={"text": "passage"}, model=model, commit_rows=25)
+    again = enrich(texts, target, id_col="id", columns={"text": "passage"}, model=model, commit_rows=25)
+    result["enrich"] = {"first": first.rows_embedded, "batches": len(first.batches), "again": again.rows_embedded}
+
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = cli(["embed", "--input", os.path.join(inputs, "texts.parquet"), "--output", os.path.join(out, "cli"),

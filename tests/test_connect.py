@@ -121,6 +121,15 @@ def test_roles_over_connect_with_the_model_shipped_as_an_artifact(connect_run, i
     assert_vectors(got["body_in_place"].tolist(), got["body_embedding"].tolist(), tol=1e-6)  # same model, two routes
 
 
+def test_incremental_enrichment_over_connect(connect_run, inputs, tiny_model):
+    out, result = connect_run
+    source = pd.read_parquet(os.path.join(inputs, "texts.parquet"))
+    assert result["enrich"] == {"first": len(source), "batches": -(-len(source) // 25), "again": 0}
+    got = pd.read_parquet(out / "enriched").sort_values("id")
+    assert got["id"].tolist() == source["id"].tolist()  # every row once
+    assert_vectors(got["text_embedding"].tolist(), encoder_reference(tiny_model, source["text"].tolist(), "passage: "))
+
+
 def test_bad_input_fails_before_the_client_sends_any_plan(connect_run):
     _, result = connect_run
     errors = result["errors"]

@@ -463,7 +463,8 @@ def with_embeddings(
         else:
             column = _make_udf(base, metrics, udf_type, storage)(F.col(name), role)
         meta = embedding_metadata(base, role if isinstance(role, str) else None, storage)
-        result = result.withColumn(outputs[name], column.alias(outputs[name], metadata=meta))
+        # withMetadata, not alias(metadata=): Spark Connect's withColumn drops an alias's metadata.
+        result = result.withColumn(outputs[name], column).withMetadata(outputs[name], meta)
     return result
 
 
