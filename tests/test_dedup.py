@@ -95,6 +95,7 @@ def test_cli_dedup_embeds_text_with_the_model(spark, tiny_model, tmp_path, capsy
                  "--text-col", "text", "--model", tiny_model, "--threshold", "0.999"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("user-spark dedup: {") and '"exact_duplicates": 2' in printed
+    assert "; 30 texts embedded, " in printed and " tokens, 0 truncated, " in printed  # exact copies are not embedded
     kept = pd.read_parquet(out / "kept")
     groups = pd.read_parquet(out / "groups").sort_values("id")
     assert {30, 31} <= set(groups["id"]) and 30 not in set(kept["id"]) and 0 in set(kept["id"])

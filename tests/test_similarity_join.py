@@ -105,7 +105,8 @@ def test_cli_join_with_text_roles(spark, tiny_model, tmp_path, capsys):
     code = main(["join", "--left", str(tmp_path / "q.parquet"), "--right", str(tmp_path / "p.parquet"),
                  "--output", str(tmp_path / "pairs"), "--left-id-col", "qid", "--right-id-col", "pid",
                  "--left-text-col", "question", "--right-text-col", "passage", "--k", "3", "--model", tiny_model])
-    assert code == 0 and "user-spark join: exact, k=3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and f"user-spark join: exact, k=3; {8 + len(paragraphs)} texts embedded, " in printed
     pairs = pd.read_parquet(tmp_path / "pairs")
     assert list(pairs.columns) == ["qid", "pid", "score", "rank"] and len(pairs) == 24
     # the right side was embedded as passage, the left as query: check one score against the encoder

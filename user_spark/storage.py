@@ -49,6 +49,20 @@ def _offsets(valid: np.ndarray, width: int) -> np.ndarray:
     return offsets
 
 
+def _half(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` in float16; refuses values beyond its range rather than storing infinities."""
+    import numpy as np
+
+    half = vectors.astype(FLOAT16)
+    if not np.isfinite(half).all():
+        from .errors import EmbeddingError
+
+        raise EmbeddingError(
+            "a vector has values beyond float16's range (65504); store this model's vectors as float32"
+        )
+    return half
+
+
 def to_arrow(vectors: np.ndarray, valid: np.ndarray, storage: Storage) -> Any:
     """``[rows, dim]`` float32 vectors -> one Arrow array (a row per vector, null where ``valid`` is False).
 
@@ -62,14 +76,7 @@ def to_arrow(vectors: np.ndarray, valid: np.ndarray, storage: Storage) -> Any:
     if storage == "float32":
         flat = pa.array(kept.reshape(-1), type=pa.float32())
         return pa.ListArray.from_arrays(pa.array(_offsets(valid, vectors.shape[1])), flat, mask=mask)
-    half = kept.astype(FLOAT16)
-    if not np.isfinite(half).all():
-        from .errors import EmbeddingError
-
-        raise EmbeddingError(
-            "a vector has values beyond float16's range (65504); store this model's vectors as float32"
-        )
-    data = half.tobytes()
+    data = _half(kept).tobytes()
     bitmap = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
     return pa.Array.from_buffers(
         pa.binary(), len(valid), [bitmap, pa.py_buffer(_offsets(valid, vectors.shape[1] * 2).tobytes()),
@@ -82,7 +89,7 @@ def to_python(vectors: np.ndarray, valid: np.ndarray, storage: Storage) -> list[
     """The same as :func:`to_arrow`, as one Python value per row (for pandas UDFs)."""
     if storage == "float32":
         return [vectors[i] if ok else None for i, ok in enumerate(valid)]
-    half = vectors.astype(FLOAT16)
+    half = _half(vectors)
     return [half[i].tobytes() if ok else None for i, ok in enumerate(valid)]
 
 

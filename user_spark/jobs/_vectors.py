@@ -6,10 +6,18 @@ import argparse
 import json
 import os
 
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
 from ..errors import OptionError
+from ..metrics import EmbedMetrics
 from ..model_source import DEFAULT_MODEL
 
-__all__ = ["add_vector_arguments", "embed_options", "is_local", "local_path", "write_json"]
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["add_vector_arguments", "embed_options", "embedded_counts", "is_local", "local_path", "with_metrics",
+           "write_json"]
 
 
 def add_vector_arguments(parser: argparse.ArgumentParser, prefix: str = "", side: str = "") -> None:
@@ -25,17 +33,38 @@ def require_vectors(text_col: str | None, embedding_col: str | None) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--ship``, ``--batch-tokens``, ``--device``: how every job that embeds text runs the model."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model for text columns: hub id, local folder or URI (default: %(default)s)")
+                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
+    parser.add_argument("--ship", choices=("auto", "always", "never"), default="auto",
+                        help="copy the model folder to executors: auto (when they cannot see it), always, or never "
+                             "(a path every node mounts, e.g. /Volumes/... on Databricks) (default: auto)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 def embed_options(args: argparse.Namespace) -> dict:
-    options: dict = {"device": args.device}
+    """The :func:`user_spark.with_embeddings` options of :func:`add_model_arguments`'s flags."""
+    options: dict = {"device": args.device, "ship": args.ship}
     if args.batch_tokens:
         options["batch_tokens"] = args.batch_tokens
     return options
+
+
+def with_metrics(config: Any, spark: SparkSession) -> tuple[Any, EmbedMetrics]:
+    """``config`` with counters added to its ``embed_options``, and the counters (read them after the job)."""
+    metrics = EmbedMetrics.create(spark)
+    return replace(config, embed_options={**config.embed_options, "metrics": metrics}), metrics
+
+
+def embedded_counts(metrics: EmbedMetrics, seconds: float) -> str:
+    """``"; 1200 texts embedded, 51234 tokens, 3 truncated, 31.5 texts/s"``, or ``""`` when the job embedded no
+    text (it was given vectors) or Spark Connect gives no counts."""
+    counts = metrics.as_dict()
+    if not counts["rows"]:
+        return ""
+    return (f"; {counts['rows']} texts embedded, {counts['tokens']} tokens, {counts['truncated']} truncated, "
+            f"{counts['rows'] / seconds if seconds else 0:.1f} texts/s")
 
 
 def local_path(path: str) -> str | None:

@@ -21,7 +21,15 @@ from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..vectors import ID, VEC
 from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
-from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path
+from ._vectors import (
+    add_model_arguments,
+    add_vector_arguments,
+    embed_options,
+    embedded_counts,
+    local_path,
+    require_vectors,
+    with_metrics,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -120,6 +128,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     with job_session("user-spark cluster", args) as spark:
         start = time.perf_counter()
+        config, metrics = with_metrics(config, spark)
         res = run(spark, config)
         write_parquet(res.assignments, os.path.join(args.output, "assignments"), args.mode)
         write_parquet(res.summary, os.path.join(args.output, "summary"), args.mode)
@@ -131,7 +140,8 @@ def _main(args: argparse.Namespace) -> int:
         chosen = f"k={res.k}" + (
             " (silhouette " + ", ".join(f"{k}: {s:.3f}" for k, s in res.silhouettes.items()) + ")" if res.silhouettes else ""
         )
-        print(f"user-spark cluster: {chosen}; {time.perf_counter() - start:.1f} s -> {args.output}"
+        seconds = time.perf_counter() - start
+        print(f"user-spark cluster: {chosen}{embedded_counts(metrics, seconds)}; {seconds:.1f} s -> {args.output}"
               + (f", plot {plot}" if plot and not args.no_plot else ""))
         return 0
 

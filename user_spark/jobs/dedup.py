@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 from ..dedup import DEFAULT_THRESHOLD, DedupResult, dedup
 from ..model_source import DEFAULT_MODEL
 from ._session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
-from ._vectors import require_vectors, add_model_arguments, add_vector_arguments, embed_options, local_path, write_json
+from ._vectors import (
+    add_model_arguments,
+    add_vector_arguments,
+    embed_options,
+    embedded_counts,
+    local_path,
+    require_vectors,
+    with_metrics,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -83,15 +92,16 @@ def _main(args: argparse.Namespace) -> int:
     )
     with job_session("user-spark dedup", args) as spark:
         start = time.perf_counter()
+        config, metrics = with_metrics(config, spark)
         res = run(spark, config)
         write_parquet(res.groups, os.path.join(args.output, "groups"), args.mode)
         write_parquet(res.kept, os.path.join(args.output, "kept"), args.mode)
-        summary = dict(res.summary, bands=res.bands, rows_per_band=res.rows_per_band,
-                       seconds=round(time.perf_counter() - start, 1))
+        seconds = time.perf_counter() - start
+        summary = dict(res.summary, bands=res.bands, rows_per_band=res.rows_per_band, seconds=round(seconds, 1))
         local = local_path(args.output)
         if local is not None:
             write_json(os.path.join(local, "summary.json"), summary)
-        print(f"user-spark dedup: {json.dumps(summary)} -> {args.output}")
+        print(f"user-spark dedup: {json.dumps(summary)}{embedded_counts(metrics, seconds)} -> {args.output}")
         return 0
 
 

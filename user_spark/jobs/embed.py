@@ -29,6 +29,7 @@ from ._session import (
     run_main,
     write_parquet,
 )
+from ._vectors import add_model_arguments
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -113,11 +114,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_io_arguments(parser)
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
     parser.add_argument("--suffix", default="_embedding", help="output column suffix (default: %(default)s)")
-    parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_model_arguments(parser)
     add_embedding_arguments(parser)
     parser.add_argument("--partitions", type=int,
                         help="spread the input over at least this many partitions (default: Spark's parallelism)")
@@ -138,7 +136,7 @@ def _main(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             partitions=partitions,
-            options={"storage": args.storage},
+            options={"storage": args.storage, "ship": args.ship},
         )
         metrics = EmbedMetrics.create(spark)
         df = run(spark, config, metrics)

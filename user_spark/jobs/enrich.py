@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from ..enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, enrich
 from ..errors import OptionError
 from ..metrics import EmbedMetrics
-from ..model_source import DEFAULT_MODEL
 from ._session import add_embedding_arguments, add_spark_arguments, job_session, read_input, run_main
+from ._vectors import add_model_arguments, embed_options
 from .embed import parse_column
 
 __all__ = ["build_parser", "main"]
@@ -40,15 +40,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--id-col", required=True, help="unique id column of the input")
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
+    add_model_arguments(parser)
     parser.add_argument("--model-revision",
                         help="revision recorded in the output (default: hub commit, or a hash of the weight files)")
     parser.add_argument("--commit-rows", type=int, default=DEFAULT_COMMIT_ROWS,
                         help="rows per committed batch; a crash loses at most one batch (default: %(default)s)")
     parser.add_argument("--partitions", type=int, help="tasks per batch (default: Spark's default parallelism)")
-    parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
@@ -59,9 +56,7 @@ def _main(args: argparse.Namespace) -> int:
     columns = dict(pairs)
     if len(columns) != len(pairs):
         raise OptionError(f"--column names a column twice: {args.column}")
-    options = {"device": args.device, "precision": args.precision}
-    if args.batch_tokens:
-        options["batch_tokens"] = args.batch_tokens
+    options = dict(embed_options(args), precision=args.precision)
     with job_session("user-spark enrich", args) as spark:
         df = read_input(spark, args.input, args.input_format)
         metrics = EmbedMetrics.create(spark)

@@ -19,7 +19,7 @@ from ..errors import OptionError
 from ..model_source import DEFAULT_MODEL
 from ..similarity_join import similarity_join
 from ._session import INPUT_FORMATS, add_spark_arguments, job_session, read_input, run_main, write_parquet
-from ._vectors import add_model_arguments, add_vector_arguments, embed_options
+from ._vectors import add_model_arguments, add_vector_arguments, embed_options, embedded_counts, with_metrics
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -100,8 +100,11 @@ def _main(args: argparse.Namespace) -> int:
     )
     with job_session("user-spark join", args) as spark:
         start = time.perf_counter()
+        config, metrics = with_metrics(config, spark)
         write_parquet(run(spark, config), args.output, args.mode)
-        print(f"user-spark join: {config.method}, k={config.k}; {time.perf_counter() - start:.1f} s -> {args.output}")
+        seconds = time.perf_counter() - start
+        print(f"user-spark join: {config.method}, k={config.k}{embedded_counts(metrics, seconds)}; {seconds:.1f} s "
+              f"-> {args.output}")
         return 0
 
 
