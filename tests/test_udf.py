@@ -138,8 +138,10 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
     for r in rows:
         pid, count = r.probe.split(":")
         loads[pid] = max(loads.get(pid, 0), int(count))
-    # 16 tasks ran on at most 2 reused workers; each loaded the model exactly once for both columns.
-    assert 1 <= len(loads) <= 2 and set(loads.values()) == {1}
+    # 16 tasks ran on a few reused workers; each loaded the model exactly once for both columns. (Not "at most 2":
+    # the suite's shared session keeps earlier tests' idle workers in its pool, and a task whose plan has two
+    # Python UDF operators holds two workers at once, so a third worker may serve here too.)
+    assert set(loads.values()) == {1} and 1 <= len(loads) <= 4
 
 
 def test_pandas_and_arrow_udfs_give_the_same_rows(spark, tiny_model, ru_texts):
