@@ -114,7 +114,43 @@ def bench_join(spark, n: int, k: int = 10, ivf_max_rows: int = 20000, lsh_max_ro
     return out
 
 
-def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = ()) -> dict:
+def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
+    """Every pair >= threshold by a numpy brute force (ids are row numbers): how many the LSH bands make
+    candidates, and how many rows' groups differ from the connected components of all those pairs."""
+    from user_spark.lsh import band_keys, hyperplanes
+
+    src, dst = [], []
+    for s in range(0, len(x), 2048):
+        rows, cols = np.nonzero(x[s:s + 2048] @ x.T >= threshold)
+        keep = cols > s + rows
+        src.append(s + rows[keep])
+        dst.append(cols[keep])
+    bi, bj = np.concatenate(src), np.concatenate(dst)
+    keys = band_keys(x, hyperplanes(x.shape[1], res.bands * res.rows_per_band, 17), res.bands, res.rows_per_band)
+    candidate = (keys[bi] == keys[bj]).any(axis=1)
+    parent = np.arange(len(x))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(bi.tolist(), bj.tolist()):
+        ri, rj = find(i), find(j)
+        parent[max(ri, rj)] = min(ri, rj)
+    expected = {i: find(i) for i in set(bi.tolist()) | set(bj.tolist())}
+    groups = res.groups.toPandas()
+    got = dict(zip(groups["id"].tolist(), groups["group_id"].tolist()))
+    differ = sum(1 for i in set(expected) | set(got) if expected.get(i) != got.get(i))
+    return {
+        "brute_force_pairs_above_threshold": int(len(bi)),
+        "lsh_candidate_recall": float(candidate.mean()) if len(bi) else 1.0,
+        "rows_grouped_unlike_brute_force": differ,
+    }
+
+
+def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = (), brute_max_rows: int = 100000) -> dict:
     from user_spark import cluster, dedup
 
     rng = np.random.default_rng(1)
@@ -129,6 +165,8 @@ def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = ()) -> dict:
     if "dedup" not in skip:
         res, out["dedup_s"] = timed(lambda: dedup(df, id_col="id", embedding_col="emb", threshold=0.92))
         out["dedup_summary"] = res.summary
+        if n <= brute_max_rows:
+            out.update(dedup_against_brute_force(x, res, 0.92))
     _, out["cluster_k20_s"] = timed(lambda: cluster(df, id_col="id", embedding_col="emb", k=20, seed=7).summary.collect())
     df.unpersist()
     return out
@@ -206,6 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ivf-max-rows", type=int, default=20000, help="skip the IVF join above this many rows")
     parser.add_argument("--lsh-max-rows", type=int, default=20000,
                         help="skip Spark ML's LSH join above this many rows (325 s at 10k on 2 cores)")
+    parser.add_argument("--brute-max-rows", type=int, default=100000,
+                        help="check dedup against a numpy brute force up to this many rows")
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     spark = session(args.master)
@@ -215,7 +255,7 @@ def main(argv=None) -> int:
             results["join"].append(bench_join(spark, n, ivf_max_rows=args.ivf_max_rows, lsh_max_rows=args.lsh_max_rows))
             print(json.dumps(results["join"][-1]), flush=True)
         if "jobs" not in args.skip:
-            results["jobs"].append(bench_dedup_cluster(spark, n, tuple(args.skip)))
+            results["jobs"].append(bench_dedup_cluster(spark, n, tuple(args.skip), args.brute_max_rows))
             print(json.dumps(results["jobs"][-1]), flush=True)
     if "quality" not in args.skip:
         results["quality"] = bench_quality(spark, args.quality_pairs, args.quality_prose, args.threshold)
@@ -225,10 +265,12 @@ def main(argv=None) -> int:
     for r in results["join"]:
         print(f"| {r['rows']} | {r['exact_s']:.1f} | {r['faiss_s']:.2f} | {r['exact_vs_faiss']:.0f}x | {r.get('ivf_s', float('nan')):.1f} | "
               f"{r.get('ivf_recall@10', float('nan')):.3f} | {r.get('spark_lsh_s', float('nan')):.1f} | {r.get('spark_lsh_recall@10', float('nan')):.3f} |")
-    print("\n| rows | dedup s | cluster k=20 s | summary |")
-    print("|---|---|---|---|")
+    print("\n| rows | dedup s | cluster k=20 s | summary | LSH candidate recall | rows grouped unlike brute force |")
+    print("|---|---|---|---|---|---|")
     for r in results["jobs"]:
-        print(f"| {r['rows']} | {r.get('dedup_s', float('nan')):.1f} | {r['cluster_k20_s']:.1f} | {r.get('dedup_summary')} |")
+        print(f"| {r['rows']} | {r.get('dedup_s', float('nan')):.1f} | {r['cluster_k20_s']:.1f} | {r.get('dedup_summary')} | "
+              f"{r.get('lsh_candidate_recall', float('nan')):.4f} of {r.get('brute_force_pairs_above_threshold')} | "
+              f"{r.get('rows_grouped_unlike_brute_force')} |")
     with open(os.path.join(RESULTS, "jobs.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, ensure_ascii=False, indent=2)
     spark.stop()

@@ -20,10 +20,12 @@ def unit(rng, n, d):
 @pytest.mark.parametrize("threshold", [0.8, 0.85, 0.9, 0.92, 0.95, 0.98])
 def test_chosen_bands_find_pairs_at_the_threshold_with_995_percent(threshold):
     bands, rows = choose_bands(threshold)
-    assert bands <= 64
+    assert bands <= 128
     assert candidate_probability(threshold, bands, rows) >= 0.995
-    # the next wider band would need more than 64 bands
-    assert candidate_probability(threshold, 64, rows + 1) < 0.995
+    # the next wider band would need more than 128 bands
+    assert candidate_probability(threshold, 128, rows + 1) < 0.995
+    small_bands, small_rows = choose_bands(threshold, max_bands=64)
+    assert small_bands <= 64 and small_rows < rows and candidate_probability(threshold, small_bands, small_rows) >= 0.995
 
 
 def test_collision_probability_matches_random_hyperplanes():
@@ -130,27 +132,42 @@ def test_text_key_normalises_unicode_case_and_spaces():
 
 
 @pytest.mark.parametrize("string_ids", [False, True])
-def test_threshold_forest_has_the_components_of_all_pairs_in_few_edges(string_ids):
-    from user_spark.blockmath import threshold_forest
+@pytest.mark.parametrize("small", [64, 3])  # 3: most blocks take the per-block GEMM path instead of batched matmuls
+def test_blocks_forest_has_the_components_of_all_pairs_in_few_edges(string_ids, small):
+    from user_spark.blockmath import blocks_forest
 
     rng = np.random.default_rng(5)
-    x = unit(rng, 60, 3)  # 3-d: dense, chained groups
-    raw = np.arange(60) * 37 % 1000  # 0 to 999: as strings of 1 to 3 digits, "10" < "9" unlike the numbers
-    ids, x = sort_by_id(raw.astype(str).astype(object) if string_ids else raw, x)
-    a, b = np.r_[0:60:2], np.r_[1:60:2]  # two sides whose ids interleave (sorted within each side only)
-    cases = {
-        "one side": ((ids, x, None, None), threshold_pairs(ids, x, None, None, 0.95)),
-        "two sides": ((ids[a], x[a], ids[b], x[b]), threshold_pairs(ids[a], x[a], ids[b], x[b], 0.95)),
-    }
-    for name, (args, (src, dst, _)) in cases.items():
-        roots, members = threshold_forest(*args, 0.95, chunk_rows=4)
-        expected = components(zip(src.tolist(), dst.tolist()))
-        assert len(set(expected.values())) >= 3, name  # several groups, not one blob
-        got = {m: r for r, m in zip(roots.tolist(), members.tolist())}
-        got.update({r: r for r in roots.tolist()})
-        assert got == expected, name
-        assert len(members) == len(expected) - len(set(expected.values())), name  # one edge per non-root member
-        assert len(members) < len(src), name  # fewer edges than pairs
+    pool = unit(rng, 90, 3)  # 3-d: dense, chained groups
+    raw = np.arange(90) * 37 % 1000  # as strings of 1 to 3 digits, "10" < "9" unlike the numbers
+    pool_ids = raw.astype(str).astype(object) if string_ids else raw
+    # blocks of 1 to 12 rows drawn from the pool, so an id meets others in several blocks; every third block
+    # has two sides and only pairs across them count
+    ids, vecs, starts, splits, pairs = [], [], [], [], []
+    pos = 0
+    for b in range(40):
+        rows = rng.choice(90, rng.integers(1, 13), replace=False)
+        starts.append(pos)
+        pos += len(rows)
+        ids.extend(pool_ids[rows])
+        vecs.append(pool[rows])
+        if b % 3 == 2 and len(rows) > 1:
+            mid = len(rows) // 2
+            splits.append(starts[-1] + mid)
+            src, dst, _ = threshold_pairs(*sort_by_id(pool_ids[rows[:mid]], pool[rows[:mid]]),
+                                          *sort_by_id(pool_ids[rows[mid:]], pool[rows[mid:]]), 0.95)
+        else:
+            splits.append(-1)
+            src, dst, _ = threshold_pairs(*sort_by_id(pool_ids[rows], pool[rows]), None, None, 0.95)
+        pairs.extend(zip(src.tolist(), dst.tolist()))
+    roots, members = blocks_forest(np.array(ids), np.vstack(vecs), np.array(starts), np.array(splits), 0.95,
+                                   small=small, chunk_rows=2)
+    expected = components(pairs)
+    assert len(set(expected.values())) >= 3  # several groups, not one blob
+    got = {m: r for r, m in zip(roots.tolist(), members.tolist())}
+    got.update({r: r for r in roots.tolist()})
+    assert got == expected
+    assert len(members) == len(expected) - len(set(expected.values()))  # one edge per non-root member
+    assert len(members) < len(pairs)  # fewer edges than pairs
 
 
 def components(pairs) -> dict:  # noqa: ANN001

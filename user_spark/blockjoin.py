@@ -2,10 +2,12 @@
 
 Both work on frames of ``(_id, _vec, _bucket)`` rows. A bucket holding more than ``block_rows`` rows on a side
 is cut into sub-blocks by a hash of the id; every (left sub-block, right sub-block) pair of a bucket is one
-group of a grouped pandas UDF, so a task holds at most about ``2 x block_rows`` vectors and computes its GEMM
-in chunks (:mod:`user_spark.blockmath`). Rows are copied once per sub-block of the other side, never once per
-row: there is no exploded N x M frame. Which rows meet in a group depends only on ids and counts, never on
-partitioning, and each group sorts its rows by id, so results do not depend on partitioning either.
+block, so a block holds at most about ``2 x block_rows`` vectors and its GEMM runs in chunks
+(:mod:`user_spark.blockmath`). Rows are copied once per sub-block of the other side, never once per row: there
+is no exploded N x M frame. Which rows meet in a block depends only on ids and counts, never on partitioning,
+and top-k blocks sort their rows by id (ties go to the smaller id), so results do not depend on partitioning
+either. The top-k join has few, large blocks: one grouped pandas UDF call each. Dedup's buckets are many and
+small: they stream through an Arrow UDF, many blocks per call.
 """
 
 from __future__ import annotations
@@ -126,47 +128,90 @@ def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -
 
 
 def bucket_pairs(
-    signatures: DataFrame, vectors: DataFrame, *, threshold: float, block_rows: int, id_type: DataType,
-    forest: bool = False,
+    signatures: DataFrame, vectors: DataFrame, *, threshold: float, block_rows: int, id_type: DataType
 ) -> DataFrame:
-    """``(src, dst, score)``, ``src < dst``: every pair sharing a bucket with cosine ``>= threshold``, once.
+    """``(src, dst)`` edges whose connected components are those of every pair sharing a bucket with cosine
+    ``>= threshold``: each batch of blocks sends a spanning forest of its pairs, so a group of ``n``
+    near-identical rows costs about ``n`` edges per block, not ``n^2 / 2``.
 
     ``signatures`` holds ``(_id, _bucket)`` (a row may be in many buckets, e.g. one per LSH band),
-    ``vectors`` ``(_id, _vec)``. Buckets of one row are dropped before any vector moves. A pair found in
-    several buckets keeps its highest score.
+    ``vectors`` ``(_id, _vec)``. Buckets of one row are dropped before any vector moves.
 
-    ``forest=True`` returns ``(src, dst)`` edges of a spanning forest of each block's pairs instead
-    (:func:`user_spark.blockmath.threshold_forest`): the same connected components, at most ``2 x block_rows``
-    edges per block however many rows are duplicates of each other (all pairs of a group of ``n``
-    near-identical rows would be ``n^2 / 2``).
+    LSH makes hundreds of thousands of buckets of a few rows out of 100k rows, so a grouped pandas UDF (a
+    pandas frame and a Python call per bucket) spends its time on overhead. Instead, blocks are hash
+    partitioned and sorted, and an Arrow UDF streams each partition, scoring all small blocks of a batch in a
+    few batched matmuls (:func:`user_spark.blockmath.blocks_forest`). A block never spans two calls: the rows
+    of a batch's last block wait for the next batch, so memory is one Arrow batch plus one block.
     """
-    import pandas as pd
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql.types import FloatType, StructField, StructType
+    from pyspark.sql.pandas.types import to_arrow_type
+    from pyspark.sql.types import StructField, StructType
 
-    counts = signatures.groupBy(BUCKET).agg(F.count(F.lit(1)).alias(_NL)).where(F.col(_NL) > 1)
+    # A window count, not counts joined back: one shuffle of the signatures, and the UDF that makes them runs once.
+    counted = signatures.withColumn(_NL, F.count(F.lit(1)).over(Window.partitionBy(BUCKET)))
     sized = (
-        signatures.join(counts, BUCKET).join(vectors, ID)
+        counted.where(F.col(_NL) > 1).join(vectors, ID)
         .withColumn(_NL, _blocks(F.col(_NL), block_rows))
     )
+    keys = [BUCKET, _LSUB, _RSUB]
     keyed = (
         sized.withColumn("_s", _sub(F.col(_NL), 3))
         .withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
-        .select(BUCKET, ID, VEC, "_s", F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB))
+        .select(BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC)
+        .repartition(*keys)
+        .sortWithinPartitions(*keys, "_s")
     )
-    fields = [StructField("src", id_type, False), StructField("dst", id_type, False)]
-    schema = StructType(fields if forest else [*fields, StructField("score", FloatType(), False)])
+    schema = StructType([StructField("src", id_type, False), StructField("dst", id_type, False)])
+    arrow_id = to_arrow_type(id_type)
 
-    def pairs(pdf: pd.DataFrame) -> pd.DataFrame:
-        from .blockmath import threshold_forest, threshold_pairs
+    def edges(batches):  # type: ignore[no-untyped-def]
+        import numpy as np
+        import pyarrow as pa
 
-        find = threshold_forest if forest else threshold_pairs
-        a_sub, b_sub = int(pdf[_LSUB].iloc[0]), int(pdf[_RSUB].iloc[0])
-        ids_a, va = _stack(pdf[pdf["_s"] == a_sub])
-        ids_b, vb = (None, None) if a_sub == b_sub else _stack(pdf[pdf["_s"] == b_sub])
-        return pd.DataFrame(dict(zip(schema.names, find(ids_a, va, ids_b, vb, threshold))))
+        from .blockmath import blocks_forest, unit_rows
 
-    found = keyed.groupBy(BUCKET, _LSUB, _RSUB).applyInPandas(pairs, schema)
-    if forest:
-        return found.dropDuplicates(["src", "dst"])
-    return found.groupBy("src", "dst").agg(F.max("score").alias("score"))
+        def emit(cols: dict, stop: int):  # type: ignore[no-untyped-def]
+            if stop == 0:
+                return
+            block = np.flatnonzero(
+                (np.diff(cols[BUCKET][:stop]) != 0) | (np.diff(cols[_LSUB][:stop]) != 0)
+                | (np.diff(cols[_RSUB][:stop]) != 0)
+            ) + 1
+            starts = np.r_[0, block]
+            lsub, rsub, side = cols[_LSUB][starts], cols[_RSUB][starts], cols["_s"]
+            # two-sided blocks: rows are sorted by side, so the right side starts at the first row of side rsub
+            ends = np.append(starts[1:], stop)
+            splits = np.full(len(starts), -1, dtype=np.int64)
+            for b in np.flatnonzero(lsub != rsub):
+                splits[b] = starts[b] + np.searchsorted(side[starts[b] : ends[b]], rsub[b])
+            roots, members = blocks_forest(cols[ID][:stop], unit_rows(cols[VEC][:stop]), starts, splits, threshold)
+            if len(roots):
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(roots, type=arrow_id), pa.array(members, type=arrow_id)], names=["src", "dst"]
+                )
+
+        pending: dict | None = None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            vec = batch.column(VEC)
+            flat = vec.flatten().to_numpy(zero_copy_only=False)
+            dim = len(flat) // batch.num_rows
+            if dim * batch.num_rows != len(flat) or np.any(np.diff(vec.offsets.to_numpy()) != dim):
+                raise ValueError("embedding vectors have different lengths; all must be equally long")
+            cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in (*keys, "_s", ID)}
+            cols[VEC] = flat.reshape(batch.num_rows, dim)
+            if pending is not None:
+                cols = {name: np.concatenate([pending[name], cols[name]]) for name in cols}
+            in_last = np.ones(len(cols[ID]), dtype=bool)
+            for k in keys:
+                in_last &= cols[k] == cols[k][-1]
+            before = np.flatnonzero(~in_last)
+            last = int(before[-1]) + 1 if len(before) else 0
+            yield from emit(cols, last)  # every block but the last, which may go on in the next batch
+            pending = {name: col[last:] for name, col in cols.items()}
+        if pending is not None:
+            yield from emit(pending, len(pending[ID]))
+
+    return keyed.mapInArrow(edges, schema).dropDuplicates(["src", "dst"])

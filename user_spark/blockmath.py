@@ -10,9 +10,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs", "threshold_forest"]
+__all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs", "blocks_forest"]
 
 CHUNK_ROWS = 1024
+SMALL_BLOCK = 64  # blocks up to this many rows are scored together, by size, in one batched matmul
+_BATCH_SCORES = 1 << 22  # scores per batched matmul: bounds its memory (16 MiB) whatever the block count
 
 
 def unit_rows(values: Sequence[Sequence[float]] | np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -167,32 +169,77 @@ def _union(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
         np.minimum.at(parent, np.maximum(ru, rv), np.minimum(ru, rv))
 
 
-def threshold_forest(
-    ids_a: np.ndarray,
-    a: np.ndarray,
-    ids_b: np.ndarray | None,
-    b: np.ndarray | None,
+def _forest(ids: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(root id, member id)`` for every non-root id linked by the edges ``ids[u] - ids[v]`` (ids may repeat:
+    a row met in several blocks is one node); each root is the smallest id of its connected group."""
+    if not len(u):
+        return ids[:0], ids[:0]
+    # Union-find over the distinct ids in sorted order, so each set's root (smallest position) is its smallest id.
+    nodes, inverse = np.unique(ids[np.concatenate([u, v])], return_inverse=True)
+    parent = np.arange(len(nodes))
+    _union(parent, inverse[: len(u)], inverse[len(u) :])
+    roots = _roots(parent)
+    members = np.flatnonzero(roots != np.arange(len(nodes)))
+    return nodes[roots[members]], nodes[members]
+
+
+def _small_block_hits(
+    starts: np.ndarray, sizes: np.ndarray, vecs: np.ndarray, threshold: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Row pairs at or above ``threshold`` inside each block ``starts[i] .. starts[i] + sizes[i]``: blocks of one
+    size are stacked into a ``(blocks, size, dim)`` array and scored by one batched matmul, not one call each."""
+    for size in np.unique(sizes):
+        if size < 2:
+            continue
+        first = starts[sizes == size]
+        iu, ju = np.triu_indices(int(size), 1)
+        step = max(1, _BATCH_SCORES // int(size * size))
+        for s in range(0, len(first), step):
+            rows = first[s : s + step, None] + np.arange(size)
+            stack = vecs[rows]
+            scores = np.matmul(stack, stack.transpose(0, 2, 1))[:, iu, ju]
+            block, pair = np.nonzero(scores >= threshold)
+            yield rows[block, iu[pair]], rows[block, ju[pair]]
+
+
+def blocks_forest(
+    ids: np.ndarray,
+    vecs: np.ndarray,
+    starts: np.ndarray,
+    splits: np.ndarray,
     threshold: float,
     *,
+    small: int = SMALL_BLOCK,
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A spanning forest of the pairs :func:`threshold_pairs` finds: ``(root id, member id)`` per member.
+    """A spanning forest of the pairs at or above ``threshold`` in many blocks at once: ``(root id, member id)``.
 
-    Every row in a connected group of two or more rows (pairs with dot product ``>= threshold``) gets one
-    edge to the smallest id of its group, so the groups (connected components) are those of all the pairs,
-    but the output has at most ``len(a) + len(b)`` edges however dense the block is (a block of 4,096
-    near-identical rows has 8.4 million pairs). Memory is bounded by ``chunk_rows x len(other side)`` scores.
+    Block ``b`` holds rows ``starts[b]`` up to the next start (or the end). ``splits[b] < 0``: its pairs are
+    those within the block; otherwise the block has two sides, rows before ``splits[b]`` and from it on, and
+    its pairs are those between the sides. ``vecs`` are unit rows; an id may occur in several blocks (one node).
+    The components equal those of every pair (:func:`threshold_pairs` per block) and the output has fewer
+    edges than distinct ids. Small one-sided blocks (the common case: LSH buckets of a few rows) share batched
+    matmuls, so the cost per block is a few microseconds; the others get a chunked GEMM each.
     """
-    ids = ids_a if b is None else np.concatenate([ids_a, ids_b])
-    offset = 0 if b is None else len(ids_a)
-    # Union-find over positions in id order, so each set's root (its smallest position) is its smallest id.
-    order = np.argsort(ids, kind="stable")
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[order] = np.arange(len(ids))
-    parent = np.arange(len(ids))
-    for rows, cols, _ in _hits(a, b, threshold, chunk_rows):
-        _union(parent, rank[rows], rank[offset + cols])
-    roots = _roots(parent)
-    members = np.flatnonzero(roots != np.arange(len(ids)))
-    sorted_ids = ids[order]
-    return sorted_ids[roots[members]], sorted_ids[members]
+    n = len(ids)
+    ends = np.append(starts[1:], n).astype(np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    sizes = ends - starts
+    batched = (splits < 0) & (sizes <= small)
+    us: list[np.ndarray] = []
+    vs: list[np.ndarray] = []
+    for u, v in _small_block_hits(starts[batched], sizes[batched], vecs, threshold):
+        us.append(u)
+        vs.append(v)
+    for b in np.flatnonzero(~batched & (sizes > 1)):
+        lo, hi, mid = int(starts[b]), int(ends[b]), int(splits[b])
+        if mid < 0:
+            hits = ((lo + r, lo + c) for r, c, _ in _hits(vecs[lo:hi], None, threshold, chunk_rows))
+        else:
+            hits = ((lo + r, mid + c) for r, c, _ in _hits(vecs[lo:mid], vecs[mid:hi], threshold, chunk_rows))
+        for u, v in hits:
+            us.append(u)
+            vs.append(v)
+    if not us:
+        return ids[:0], ids[:0]
+    return _forest(ids, np.concatenate(us), np.concatenate(vs))

@@ -216,10 +216,14 @@ def dedup(
     cols = [id_col] + ([text_col] if text_col else []) + ([embedding_col] if embedding_col else [])
     rows = df.select(*cols)
     if exact and text_col is not None:
-        keyed = rows.withColumn("_key", _text_key_udf()(F.col(text_col))).withColumn("_rule", rule)
-        best = keyed.where(F.col("_key").isNotNull()).groupBy("_key").agg(F.min("_rule").alias("_best"))
-        mapped = keyed.join(best, "_key", "left").select(
-            *cols, F.coalesce(F.col("_best._id"), F.col(id_col)).alias("_exact_rep")
+        from pyspark.sql import Window
+
+        # A window, not an aggregate joined back: the Python UDF then runs once per row, not once per branch.
+        # A null text is its own group (keyed by its id; text keys are hex digests, so no key can collide).
+        key = _text_key_udf()(F.col(text_col))
+        group = F.coalesce(F.col("_key"), F.concat(F.lit("\u0000id:"), F.col(id_col).cast("string")))
+        mapped = rows.withColumn("_key", key).select(
+            *cols, F.min(rule).over(Window.partitionBy(group))["_id"].alias("_exact_rep")
         ).localCheckpoint(eager=True)
     else:
         mapped = rows.withColumn("_exact_rep", F.col(id_col))
@@ -235,7 +239,7 @@ def dedup(
 
     sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
     # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
-    edges = bucket_pairs(sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type, forest=True)
+    edges = bucket_pairs(sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type)
 
     # 3. components over exact representatives, then every row through its exact representative
     comp = connected_components(edges)

@@ -35,14 +35,20 @@ def _bands_needed(p: float, rows: int, target_recall: float) -> int:
     return max(1, math.ceil(math.log(1.0 - target_recall) / math.log1p(-hit)))
 
 
-def choose_bands(threshold: float, *, target_recall: float = 0.995, max_bands: int = 64) -> tuple[int, int]:
+def choose_bands(threshold: float, *, target_recall: float = 0.995, max_bands: int = 128) -> tuple[int, int]:
     """``(bands, rows_per_band)`` for a cosine threshold.
 
     The widest band (fewest false candidates, smallest buckets) such that at most ``max_bands`` bands find a
     pair at exactly ``threshold`` with probability ``>= target_recall``.
 
+    The cap trades signature rows (``bands`` per row: an id and a bucket key) against vector copies (one per
+    row per band whose bucket it shares). Embeddings cluster by topic, so narrow bands put most rows of a topic
+    in shared buckets: at threshold 0.92 on clustered 384-d rows, a cap of 64 gives 60 bands x 18 bits,
+    which copy each vector 24 times at 100k rows and 44 times at 300k; 128 gives 122 x 23, which copy it 4
+    and 10 times (docs/BENCHMARKS.md has the times).
+
     >>> choose_bands(0.92)
-    (60, 18)
+    (122, 23)
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")

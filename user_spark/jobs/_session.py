@@ -69,7 +69,8 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="input path or glob (Parquet, JSON lines, CSV or ORC)")
     parser.add_argument("--output", required=True, help="output folder (Parquet)")
     parser.add_argument(
-        "--input-format", choices=INPUT_FORMATS, default="auto", help="input format (default: from the file names); table: a catalog table name"
+        "--input-format", choices=INPUT_FORMATS, default="auto",
+        help="input format (default: from the file names); table: --input is a catalog table name",
     )
     parser.add_argument("--mode", choices=("errorifexists", "overwrite"), default="errorifexists",
                         help="what to do when the output exists (default: fail)")
