@@ -150,15 +150,41 @@ def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
     }
 
 
-def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = (), brute_max_rows: int = 100000) -> dict:
-    from user_spark import cluster, dedup
+def bench_bands(spark, n: int, configs: list[str], repeats: int) -> dict:
+    """Dedup on the same vectors with several LSH band settings, each ``repeats`` times, interleaved."""
+    from user_spark import dedup
 
+    x = dedup_vectors(n)
+    df = frame(spark, x).cache()
+    df.count()
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    found: dict[str, dict] = {}
+    for _ in range(repeats):
+        for c in configs:
+            bands, rows = (int(v) for v in c.split("x"))
+            res, seconds = timed(lambda: dedup(df, id_col="id", embedding_col="emb", threshold=0.92,
+                                               bands=bands, rows_per_band=rows))
+            times[c].append(round(seconds, 1))
+            found[c] = res.summary
+    df.unpersist()
+    return {"rows": n, "seconds": times, "summary": found}
+
+
+def dedup_vectors(n: int) -> np.ndarray:
+    """Clustered vectors with 5% of rows replaced by noisy copies of others."""
     rng = np.random.default_rng(1)
     x = clustered_vectors(n, seed=2)
     dup = rng.choice(n, n // 20, replace=False)
     src = rng.choice(n, n // 20)
     noisy = x[src] + 0.12 * rng.standard_normal((len(src), x.shape[1])) / np.sqrt(x.shape[1]) * 3
     x[dup] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    return x
+
+
+def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = (), brute_max_rows: int = 100000) -> dict:
+    from user_spark import cluster, dedup
+
+    x = dedup_vectors(n)
     df = frame(spark, x).cache()
     df.count()
     out = {"rows": n}
@@ -246,9 +272,17 @@ def main(argv=None) -> int:
                         help="skip Spark ML's LSH join above this many rows (325 s at 10k on 2 cores)")
     parser.add_argument("--brute-max-rows", type=int, default=100000,
                         help="check dedup against a numpy brute force up to this many rows")
+    parser.add_argument("--bands", nargs="*", default=[], metavar="BANDSxROWS",
+                        help="only time dedup with these LSH settings (e.g. 122x23 60x18), interleaved, --repeats times")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     spark = session(args.master)
+    if args.bands:
+        for n in args.rows:
+            print(json.dumps(bench_bands(spark, n, args.bands, args.repeats)), flush=True)
+        spark.stop()
+        return 0
     results: dict = {"master": args.master, "join": [], "jobs": []}
     for n in args.rows:
         if "join" not in args.skip:

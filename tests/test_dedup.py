@@ -128,5 +128,5 @@ def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark, monkeypat
     groups = res.groups.toPandas()
     assert set(groups["id"]) == set(range(600)) and set(groups["group_id"]) == {0}
     assert res.summary["rows_kept"] == 21
-    # Per band, each block pair of the group's bucket sends at most 2 x 64 edges; all pairs would be 179,700.
+    # Each Arrow batch of blocks sends a spanning forest (fewer edges than its ids); all pairs would be 179,700.
     assert sent and sent[0] < 179_700 / 10

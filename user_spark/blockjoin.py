@@ -141,7 +141,8 @@ def bucket_pairs(
     pandas frame and a Python call per bucket) spends its time on overhead. Instead, blocks are hash
     partitioned and sorted, and an Arrow UDF streams each partition, scoring all small blocks of a batch in a
     few batched matmuls (:func:`user_spark.blockmath.blocks_forest`). A block never spans two calls: the rows
-    of a batch's last block wait for the next batch, so memory is one Arrow batch plus one block.
+    of a batch's last block wait for the next batch, so memory is a few copies of one Arrow batch
+    (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows) plus one block.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -160,7 +161,9 @@ def bucket_pairs(
         .withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
         .select(BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC)
         .repartition(*keys)
-        .sortWithinPartitions(*keys, "_s")
+        # by id within each side too: a float32 score depends on where its rows sit in the GEMM, so shuffle
+        # order could flip a pair within an ulp of the threshold between runs
+        .sortWithinPartitions(*keys, "_s", ID)
     )
     schema = StructType([StructField("src", id_type, False), StructField("dst", id_type, False)])
     arrow_id = to_arrow_type(id_type)
@@ -210,7 +213,7 @@ def bucket_pairs(
             before = np.flatnonzero(~in_last)
             last = int(before[-1]) + 1 if len(before) else 0
             yield from emit(cols, last)  # every block but the last, which may go on in the next batch
-            pending = {name: col[last:] for name, col in cols.items()}
+            pending = {name: col[last:].copy() for name, col in cols.items()}  # a copy frees the batch
         if pending is not None:
             yield from emit(pending, len(pending[ID]))
 

@@ -14,7 +14,7 @@ __all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs", "blocks_f
 
 CHUNK_ROWS = 1024
 SMALL_BLOCK = 64  # blocks up to this many rows are scored together, by size, in one batched matmul
-_BATCH_SCORES = 1 << 22  # scores per batched matmul: bounds its memory (16 MiB) whatever the block count
+_BATCH_FLOATS = 1 << 22  # floats per batched matmul (its stacked rows and its scores): 16 MiB each at most
 
 
 def unit_rows(values: Sequence[Sequence[float]] | np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -193,7 +193,7 @@ def _small_block_hits(
             continue
         first = starts[sizes == size]
         iu, ju = np.triu_indices(int(size), 1)
-        step = max(1, _BATCH_SCORES // int(size * size))
+        step = max(1, _BATCH_FLOATS // int(size * max(size, vecs.shape[1])))
         for s in range(0, len(first), step):
             rows = first[s : s + step, None] + np.arange(size)
             stack = vecs[rows]
@@ -217,6 +217,8 @@ def blocks_forest(
     Block ``b`` holds rows ``starts[b]`` up to the next start (or the end). ``splits[b] < 0``: its pairs are
     those within the block; otherwise the block has two sides, rows before ``splits[b]`` and from it on, and
     its pairs are those between the sides. ``vecs`` are unit rows; an id may occur in several blocks (one node).
+    Sort each side by id: a float32 score depends on the rows' places in the GEMM, so only a fixed order makes
+    a pair within an ulp of the threshold come out the same in every run.
     The components equal those of every pair (:func:`threshold_pairs` per block) and the output has fewer
     edges than distinct ids. Small one-sided blocks (the common case: LSH buckets of a few rows) share batched
     matmuls, so the cost per block is a few microseconds; the others get a chunked GEMM each.
