@@ -5,7 +5,7 @@ with worst-case rows: every row at 512 tokens. The USER-base numbers are in docs
 
 The model is 256 wide and 4 layers deep, not the suite's 64-wide tiny model: the tiny model adds only
 ~15-40 MiB per batch, the same order as the allocator's run-to-run noise, so a 4x-rows run could not be told
-from a 1x run (one measured 27 MiB against 53 MiB on one machine). At this size embedding adds ~170-210 MiB.
+from a 1x run (one measured 27 MiB against 53 MiB on one machine). At this size embedding adds ~140-210 MiB.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ def test_worst_case_memory_is_bounded_by_the_token_budget(small_model, tmp_path)
     )
     small, one, four = json.loads(out.read_text())["results"]
     assert (one["rows"], four["rows"]) == (16, 64) and four["tokens"] == 4 * one["tokens"] == 4 * 8192
-    # Four times the rows at the same budget: the same memory (allocator noise aside).
-    assert four["embedding_mib"] < one["embedding_mib"] * 1.25 + 16
+    # Four times the rows at the same budget: about the same memory. If rows drove memory it would be ~4x; the
+    # allocator's noise between fresh processes is up to ~1.4x (one batch measured 139-201 MiB, four 170-195 MiB;
+    # CI once saw 139 against 192), so the bound sits halfway, at 2x.
+    assert four["embedding_mib"] < one["embedding_mib"] * 2
     # A quarter of the budget: clearly less memory.
     assert small["embedding_mib"] < one["embedding_mib"] * 0.6
-    # This model's worst case at the default CPU budget (measured 167-201 MiB over the loaded model).
+    # This model's worst case at the default CPU budget (measured 139-201 MiB over the loaded model).
     assert one["embedding_mib"] < 400
