@@ -20,11 +20,19 @@ def planted(spark):
     return x, ids, spark.createDataFrame(rows, "id long, text string, emb array<float>")
 
 
-def test_groups_are_the_brute_force_components_for_any_partitioning(planted):
+def test_groups_are_the_brute_force_components_for_any_partitioning(planted, monkeypatch):
+    from user_spark import blockjoin
+
     x, ids, df = planted
     expected = brute_components(x, ids, 0.9)
     assert len(set(expected.values())) >= 15  # the data has many groups, some only joined through a middle row
     results = [dedup(df.repartition(p), id_col="id", embedding_col="emb", threshold=0.9) for p in (1, 3)]
+    # big inputs get shuffles sized by their volume: force that path (13 partitions) on the small data
+    asked = []
+    monkeypatch.setattr(blockjoin, "shuffle_partitions", lambda spark, rows, row_bytes: asked.append(rows) or 13)
+    results.append(dedup(df.repartition(2), id_col="id", embedding_col="emb", threshold=0.9))
+    monkeypatch.undo()
+    assert len(asked) == 2 and asked[0] == len(ids) * results[-1].bands  # signatures, then vector copies
     for res in results:
         groups = res.groups.toPandas()
         assert dict(zip(groups["id"], groups["group_id"])) == expected
@@ -35,11 +43,22 @@ def test_groups_are_the_brute_force_components_for_any_partitioning(planted):
         assert list(kept.columns) == ["id", "text", "emb"] and len(kept) == res.summary["rows_kept"]
         assert not set(kept["id"]) & {i for i, g in expected.items() if i != g}
     assertDataFrameEqual(results[0].groups, results[1].groups)
+    assertDataFrameEqual(results[0].groups, results[2].groups)
     # similarity is the cosine to the representative
     g = results[0].groups.toPandas()
     pos = {i: n for n, i in enumerate(ids)}
     for row in g.itertuples():
         assert row.similarity == pytest.approx(float(x[pos[row.id]] @ x[pos[row.representative_id]]), abs=1e-5)
+
+
+def test_shuffles_are_sized_by_volume_only_past_the_sessions_partitions(spark):
+    from user_spark.blockjoin import PARTITION_BYTES, shuffle_partitions
+
+    default = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    assert shuffle_partitions(spark, 1000, 48) is None  # small: left to the session (and adaptive coalescing)
+    rows = (default + 5) * PARTITION_BYTES // 48
+    assert shuffle_partitions(spark, rows, 48) == default + 5
+    assert shuffle_partitions(spark, rows + 1, 48) == default + 6
 
 
 def test_exact_duplicates_by_normalised_text_and_longest_text_rule(spark):

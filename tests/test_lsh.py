@@ -26,6 +26,11 @@ def test_chosen_bands_find_pairs_at_the_threshold_with_995_percent(threshold):
     assert candidate_probability(threshold, 128, rows + 1) < 0.995
     small_bands, small_rows = choose_bands(threshold, max_bands=64)
     assert small_bands <= 64 and small_rows < rows and candidate_probability(threshold, small_bands, small_rows) >= 0.995
+    # many rows fill buckets faster: from 200k rows the cap is 192 bands, so the bands are at least as wide
+    assert choose_bands(threshold, rows=199_999) == (bands, rows)
+    many_bands, many_rows = choose_bands(threshold, rows=1_000_000)
+    assert many_bands <= 192 and many_rows >= rows and candidate_probability(threshold, many_bands, many_rows) >= 0.995
+    assert candidate_probability(threshold, 192, many_rows + 1) < 0.995
 
 
 def test_collision_probability_matches_random_hyperplanes():

@@ -17,13 +17,35 @@ from typing import TYPE_CHECKING
 from .vectors import ID, VEC
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
 __all__ = ["BUCKET", "topk_join", "bucket_pairs", "merge_topk"]
 
 BUCKET = "_bucket"
 _LSUB, _RSUB, _NL, _NR = "_lsub", "_rsub", "_nl", "_nr"
+
+#: Shuffle partitions of dedup's buckets hold about this many bytes (Spark's own default input split size).
+PARTITION_BYTES = 128 * 1024 * 1024
+#: A signature row in Spark's sorter: an UnsafeRow of (id, bucket, count) and its pointer.
+_SIGNATURE_ROW_BYTES = 48
+
+
+def shuffle_partitions(spark: SparkSession, rows: int, row_bytes: int) -> int | None:
+    """Partitions for shuffling ``rows`` rows of about ``row_bytes`` each in ``PARTITION_BYTES`` pieces, or
+    ``None`` where ``spark.sql.shuffle.partitions`` already cuts them that fine (adaptive execution may then
+    coalesce small partitions, which it never does to an explicit partition count).
+
+    A shuffle's sort keeps a partition's row pointers in one array: 245 million LSH signatures of a million rows
+    in the 8 partitions of a small local session need 1 GB arrays, and the task failed with
+    ``UNABLE_TO_ACQUIRE_MEMORY``; partitions far over memory also spill and merge on disk.
+
+    >>> shuffle_partitions(spark, 245_000_000, 48)  # doctest: +SKIP
+    88
+    """
+    default = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    want = -(-rows * row_bytes // PARTITION_BYTES)
+    return int(want) if want > default else None
 
 
 def _blocks(count: Column, block_rows: int) -> Column:
@@ -128,7 +150,13 @@ def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -
 
 
 def bucket_pairs(
-    signatures: DataFrame, vectors: DataFrame, *, threshold: float, block_rows: int, id_type: DataType
+    signatures: DataFrame,
+    vectors: DataFrame,
+    *,
+    threshold: float,
+    block_rows: int,
+    id_type: DataType,
+    signature_rows: int | None = None,
 ) -> DataFrame:
     """``(src, dst)`` edges whose connected components are those of every pair sharing a bucket with cosine
     ``>= threshold``: each batch of blocks sends a spanning forest of its pairs, so a group of ``n``
@@ -143,24 +171,35 @@ def bucket_pairs(
     few batched matmuls (:func:`user_spark.blockmath.blocks_forest`). A block never spans two calls: the rows
     of a batch's last block wait for the next batch, so memory is a few copies of one Arrow batch
     (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows) plus one block.
+
+    Both shuffles are sized by what they move (:func:`shuffle_partitions`): the signatures by
+    ``signature_rows`` when given, the vector copies by a count of the rows in shared buckets (materialised
+    once with ``localCheckpoint``, so the window runs once).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_type
     from pyspark.sql.types import StructField, StructType
 
+    spark = signatures.sparkSession
+    if signature_rows is not None and (parts := shuffle_partitions(spark, signature_rows, _SIGNATURE_ROW_BYTES)):
+        signatures = signatures.repartition(parts, BUCKET)  # the window below keeps this partitioning
     # A window count, not counts joined back: one shuffle of the signatures, and the UDF that makes them runs once.
     counted = signatures.withColumn(_NL, F.count(F.lit(1)).over(Window.partitionBy(BUCKET)))
-    sized = (
-        counted.where(F.col(_NL) > 1).join(vectors, ID)
-        .withColumn(_NL, _blocks(F.col(_NL), block_rows))
+    shared = (
+        counted.where(F.col(_NL) > 1).select(ID, BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL))
+        .localCheckpoint(eager=True)
     )
+    # every row of a bucket cut into n sub-blocks is copied n times (once per block it meets)
+    copies = shared.select(F.sum(_NL)).first()[0] or 0
+    first = vectors.select(F.size(VEC)).first() if copies else None
+    parts = shuffle_partitions(spark, copies, 4 * first[0] + 64) if first else None
     keys = [BUCKET, _LSUB, _RSUB]
+    spread = shared.join(vectors, ID).withColumn("_s", _sub(F.col(_NL), 3))
     keyed = (
-        sized.withColumn("_s", _sub(F.col(_NL), 3))
-        .withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
+        spread.withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
         .select(BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC)
-        .repartition(*keys)
+        .repartition(*([parts] if parts else []), *keys)
         # by id within each side too: a float32 score depends on where its rows sit in the GEMM, so shuffle
         # order could flip a pair within an ulp of the threshold between runs
         .sortWithinPartitions(*keys, "_s", ID)

@@ -164,8 +164,8 @@ def dedup(
         representative: ``"smallest_id"`` (default) or ``"longest_text"`` (ties: smallest id).
         exact: find exact duplicates of the normalised text first (needs ``text_col``).
         model: model for ``text_col`` (default ``deepvk/USER-base``).
-        bands, rows_per_band: LSH banding; default from ``threshold`` so that a pair at the threshold is a
-            candidate with probability >= 99.5% (:func:`user_spark.lsh.choose_bands`).
+        bands, rows_per_band: LSH banding; default from ``threshold`` and the number of rows so that a pair at
+            the threshold is a candidate with probability >= 99.5% (:func:`user_spark.lsh.choose_bands`).
         seed: seed of the LSH hyperplanes.
         block_rows: rows of a bucket handled together; a bigger bucket is split into blocks of this size.
         check_ids: check that ids are unique and not null (one pass over the id column).
@@ -195,11 +195,8 @@ def dedup(
     if block_rows < 2:
         raise OptionError(f"block_rows must be >= 2, got {block_rows}")
     if (bands is None) != (rows_per_band is None):
-        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold)")
-    if bands is None:
-        bands, rows_per_band = choose_bands(float(threshold))
-    assert rows_per_band is not None
-    if bands < 1 or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND:
+        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)")
+    if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
         raise OptionError(f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}")
     check_id_column(df, id_col)
     if text_col is not None:
@@ -237,9 +234,16 @@ def dedup(
     from .blockjoin import bucket_pairs
     from .components import connected_components
 
+    vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
+    if bands is None:
+        bands, rows_per_band = choose_bands(float(threshold), rows=vector_rows)
+    assert rows_per_band is not None
     sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
     # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
-    edges = bucket_pairs(sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type)
+    edges = bucket_pairs(
+        sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type,
+        signature_rows=vector_rows * bands,
+    )
 
     # 3. components over exact representatives, then every row through its exact representative
     comp = connected_components(edges)

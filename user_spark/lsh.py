@@ -35,7 +35,13 @@ def _bands_needed(p: float, rows: int, target_recall: float) -> int:
     return max(1, math.ceil(math.log(1.0 - target_recall) / math.log1p(-hit)))
 
 
-def choose_bands(threshold: float, *, target_recall: float = 0.995, max_bands: int = 128) -> tuple[int, int]:
+#: Rows at and above which :func:`choose_bands` allows 192 bands rather than 128 (docs/BENCHMARKS.md).
+WIDE_BANDS_FROM_ROWS = 200_000
+
+
+def choose_bands(
+    threshold: float, *, target_recall: float = 0.995, max_bands: int | None = None, rows: int | None = None
+) -> tuple[int, int]:
     """``(bands, rows_per_band)`` for a cosine threshold.
 
     The widest band (fewest false candidates, smallest buckets) such that at most ``max_bands`` bands find a
@@ -43,13 +49,20 @@ def choose_bands(threshold: float, *, target_recall: float = 0.995, max_bands: i
 
     The cap trades signature rows (``bands`` per row: an id and a bucket key) against vector copies (one per
     row per band whose bucket it shares). Embeddings cluster by topic, so narrow bands put most rows of a topic
-    in shared buckets: at threshold 0.92 on clustered 384-d rows, a cap of 64 gives 60 bands x 18 bits,
-    which copy each vector 24 times at 100k rows and 44 times at 300k; 128 gives 122 x 23, which copy it 4
-    and 10 times (docs/BENCHMARKS.md has the times).
+    in shared buckets, and the more rows, the fuller the buckets (pairs sharing a bucket grow with the square
+    of the rows). Without ``max_bands`` the cap follows ``rows``, the rows to deduplicate: 128 bands
+    (122 x 23 at 0.92) below :data:`WIDE_BANDS_FROM_ROWS` and when unknown, 192 (185 x 26) from there. On
+    clustered 384-d rows at 0.92, 122 x 23 copies each vector 4, 10 and 26 times at 100k, 300k and 1M rows,
+    185 x 26 copies it 1, 3 and 10 times for 1.5 times the signature rows; dedup took 17 s against 20 s at
+    100k, 57 s against 52 s at 300k and 392 s against 252 s at 1M (docs/BENCHMARKS.md).
 
     >>> choose_bands(0.92)
     (122, 23)
+    >>> choose_bands(0.92, rows=1_000_000)
+    (185, 26)
     """
+    if max_bands is None:
+        max_bands = 192 if rows is not None and rows >= WIDE_BANDS_FROM_ROWS else 128
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if not 0.0 < target_recall < 1.0:
