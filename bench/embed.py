@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import SparkSession
 
-    from user_spark.encoder import Encoder
-    from user_spark.device import choose_device
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.runtime.device import choose_device
+    from user_spark.model.spec import read_model_spec
     from user_spark.testing import build_random_model
 
     work = tempfile.mkdtemp(prefix="user_spark-bench-")
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
 
-    from user_spark.device import cpu_has_native_bf16
+    from user_spark.runtime.device import cpu_has_native_bf16
 
     peak_of = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
     print(f"\n{'path':32} {'mode':9} {'rows/s':>9} {'tokens/s':>10} {'vs ST':>7} {'GFLOP/s':>8} {'of peak':>8}")

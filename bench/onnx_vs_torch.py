@@ -4,7 +4,7 @@
 
 Exports transformers' DebertaModel (USER-base architecture, random weights) with ``torch.onnx.export``
 (TorchScript exporter), then times, on the same sorted, padded batches of real Russian text and the same thread
-count: transformers eager, the fast path (``user_spark.fast_deberta``) and ONNX Runtime. Reports tokens/s and the
+count: transformers eager, the fast path (``user_spark.runtime.fast_deberta``) and ONNX Runtime. Reports tokens/s and the
 largest difference of ONNX Runtime's hidden states from transformers'.
 """
 
@@ -34,11 +34,11 @@ def main() -> int:
     from embed import load_texts
     from transformers import AutoModel
 
-    from user_spark.batching import pad_batch, plan_batches
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.fast_deberta import FastDebertaEncoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.batching import pad_batch, plan_batches
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.runtime.fast_deberta import FastDebertaEncoder
+    from user_spark.model.spec import read_model_spec
     from user_spark.testing import build_random_model
 
     torch.set_num_threads(args.threads)

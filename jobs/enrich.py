@@ -1,4 +1,4 @@
-"""spark-submit entry point of the incremental enrichment job (the work is in user_spark.jobs.enrich).
+"""spark-submit entry point of the incremental enrichment job (the work is in user_spark.cli.enrich).
 
     spark-submit jobs/enrich.py --input hdfs:///lake/docs --input-format parquet \
         --output hdfs:///lake/docs_emb --id-col id --column body:passage --model hdfs:///models/USER-base
@@ -6,7 +6,7 @@
 
 import sys
 
-from user_spark.jobs.enrich import main
+from user_spark.cli.enrich import main
 
 if __name__ == "__main__":
     sys.exit(main())

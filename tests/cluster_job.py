@@ -8,7 +8,7 @@ three Parquet outputs of the same job and a ``result.json``:
 - ``clean``: undisturbed; each row also says which Python worker embedded it and how many times that worker
   had loaded the model;
 - ``kill-worker``: the Python worker embedding partition 3 exits in the middle of the job (test-only hook,
-  :mod:`user_spark._faults`);
+  :mod:`user_spark.runtime.faults`);
 - ``kill-executor``: the executor JVM running partition 5 is SIGKILLed in the middle of the job;
 - ``dedup-clean`` and ``dedup-kill-worker``: the dedup job on the same texts, undisturbed and with the Python
   worker of its first embedding batch killed (``groups`` and ``kept`` under each).
@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model
 
     def worker_loads(n):
-        from user_spark import _worker
+        from user_spark.runtime import worker as _worker
 
         loads = sum(1 for e in _worker.load_events() if e[1] == model)
         return [f"{os.getpid()}:{loads}"] * n
 
     # The probe must be the embedding UDF's kind (Arrow on pyspark >= 4.1): Spark runs each kind in its own worker.
-    from user_spark.udf import has_arrow_udf
+    from user_spark.embedding.udf import has_arrow_udf
 
     if has_arrow_udf():
         import pyarrow as pa
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "location_kind": None,
         "runs": {},
     }
-    from user_spark.udf import prepare_embedding
+    from user_spark.embedding.udf import prepare_embedding
 
     result["location_kind"] = prepare_embedding(model, spark=spark).location.kind
     for run, armed in [("clean", None), ("kill-worker", ("kill-worker", "3")), ("kill-executor", ("kill-executor", "5"))]:

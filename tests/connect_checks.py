@@ -76,8 +76,8 @@ def write_inputs(folder: str, texts: list[str], questions: list[str], paragraphs
 def run_jobs(spark: Any, inputs: str, model: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The library's jobs on ``spark`` (classic or Connect): ``(name -> frame, name -> JSON-able facts)``."""
     from user_spark import cluster, dedup, similarity_join
-    from user_spark.jobs.embed import EmbedJobConfig
-    from user_spark.jobs.embed import run as run_embed_job
+    from user_spark.cli.embed import EmbedJobConfig
+    from user_spark.cli.embed import run as run_embed_job
 
     def read(name: str) -> Any:
         return spark.read.parquet(os.path.join(inputs, name))
@@ -211,7 +211,7 @@ def connect_only(spark: Any, inputs: str, model: str, minilm: str, out: str, cou
                             output_columns={"body": "body_in_place"})
     both = roles.join(never, "id").select("id", "title_embedding", "body_embedding", "text_embedding", "body_in_place")
     write(both.toPandas(), os.path.join(out, "roles.parquet"))
-    from user_spark.udf import prepare_embedding
+    from user_spark.embedding.udf import prepare_embedding
 
     result["locations"] = {ship: prepare_embedding(model, ship=ship, spark=spark).location.kind
                            for ship in ("auto", "never")}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from user_spark.batching import pad_batch, plan_batches
+from user_spark.runtime.batching import pad_batch, plan_batches
 
 
 @given(

@@ -10,7 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from user_spark import ColumnError, OptionError, cluster
 from user_spark.cli import main
-from user_spark.jobs.cluster import parse_k
+from user_spark.cli.cluster import parse_k
 
 
 @pytest.fixture(scope="module")

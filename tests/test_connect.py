@@ -71,9 +71,9 @@ def classic_jobs(runs):
 
 
 def encoder_reference(model: str, texts: list, prefixes):  # noqa: ANN001, ANN201
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.model.spec import read_model_spec
 
     out = Encoder(read_model_spec(model), model, choose_device()).embed(texts, prefixes)
     return [v if ok else None for v, ok in zip(out.vectors, out.valid)]

@@ -21,7 +21,7 @@ def planted(spark):
 
 
 def test_groups_are_the_brute_force_components_for_any_partitioning(planted, monkeypatch):
-    from user_spark import blockjoin
+    from user_spark.pipelines import blocks as blockjoin
 
     x, ids, df = planted
     expected = brute_components(x, ids, 0.9)
@@ -52,7 +52,7 @@ def test_groups_are_the_brute_force_components_for_any_partitioning(planted, mon
 
 
 def test_shuffles_are_sized_by_volume_only_past_the_sessions_partitions(spark):
-    from user_spark.blockjoin import PARTITION_BYTES, shuffle_partitions
+    from user_spark.pipelines.blocks import PARTITION_BYTES, shuffle_partitions
 
     default = int(spark.conf.get("spark.sql.shuffle.partitions"))
     assert shuffle_partitions(spark, 1000, 48) is None  # small: left to the session (and adaptive coalescing)
@@ -126,7 +126,7 @@ def test_cli_dedup_embeds_text_with_the_model(spark, tiny_model, tmp_path, capsy
 
 def test_one_huge_group_is_found_without_emitting_all_its_pairs(spark, monkeypatch):
     """600 near-identical rows: 179,700 pairs, but each block sends only a spanning forest of its pairs."""
-    from user_spark import blockjoin
+    from user_spark.pipelines import blocks as blockjoin
 
     rng = np.random.default_rng(11)
     base = rng.standard_normal(16)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from user_spark.device import DeviceChoice, choose_device
+from user_spark.runtime.device import DeviceChoice, choose_device
 from user_spark.errors import OptionError
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import model_card_reference, sentence_transformers_reference
 
-from user_spark.device import choose_device
-from user_spark.encoder import Encoder
-from user_spark.model_spec import read_model_spec
+from user_spark.runtime.device import choose_device
+from user_spark.runtime.encoder import Encoder
+from user_spark.model.spec import read_model_spec
 
 TOL = 1e-5
 
@@ -157,8 +157,8 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_budget(tiny_model, ru_tex
 def test_fast_deberta_path_equals_transformers_deberta_model(user_base_model, ru_texts):
     from transformers import AutoModel
 
-    from user_spark.batching import pad_batch
-    from user_spark.fast_deberta import FastDebertaEncoder, supports
+    from user_spark.runtime.batching import pad_batch
+    from user_spark.runtime.fast_deberta import FastDebertaEncoder, supports
 
     model = AutoModel.from_pretrained(user_base_model).eval()
     assert supports(model)

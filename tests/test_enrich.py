@@ -140,7 +140,7 @@ def test_id_with_a_new_text_appended_to_an_append_only_source_is_refused(spark, 
 
 
 def test_content_hash_ignores_column_order_and_cannot_be_fooled_by_separators(spark):
-    from user_spark.enrich import content_hash
+    from user_spark.pipelines.enrich import content_hash
 
     df = spark.createDataFrame(
         [("a\u001fsb", None), ("a", "b\u001fn"), ("a,b", ""), ("a", ",b"), ("", None), (None, "")], "x string, y string"

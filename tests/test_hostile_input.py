@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from user_spark import embed_udf, with_embeddings
-from user_spark.device import choose_device
-from user_spark.encoder import Encoder, valid_unicode
-from user_spark.model_spec import read_model_spec
+from user_spark.runtime.device import choose_device
+from user_spark.runtime.encoder import Encoder, valid_unicode
+from user_spark.model.spec import read_model_spec
 
 TOL = 1e-5
 

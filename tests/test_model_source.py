@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from user_spark.errors import ModelSourceError
-from user_spark.model_source import ModelSource, classify_model_source
-from user_spark.shipping import is_local_master
+from user_spark.model.source import ModelSource, classify_model_source
+from user_spark.model.shipping import is_local_master
 
 
 def test_hub_ids():
@@ -49,7 +49,7 @@ def test_a_file_is_not_a_model_folder(tmp_path):
 
 def _fetch_in_subprocess(tmp_path, **env):
     code = (
-        "from user_spark.model_source import fetch_hub_model\n"
+        "from user_spark.model.source import fetch_hub_model\n"
         "try:\n    fetch_hub_model('deepvk/USER-base')\n"
         "except Exception as e:\n    print(type(e).__name__); print(e)\n"
     )

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from user_spark.errors import ModelSourceError
-from user_spark.model_spec import read_model_spec
+from user_spark.model.spec import read_model_spec
 
 
 @pytest.fixture

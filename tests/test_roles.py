@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from user_spark.errors import RoleError
-from user_spark.roles import DEFAULT_PROMPTS, prefix_for, resolve_prompts
+from user_spark.model.roles import DEFAULT_PROMPTS, prefix_for, resolve_prompts
 
 
 def test_folder_prompts_are_used():

@@ -110,9 +110,9 @@ def test_cli_join_with_text_roles(spark, tiny_model, tmp_path, capsys):
     pairs = pd.read_parquet(tmp_path / "pairs")
     assert list(pairs.columns) == ["qid", "pid", "score", "rank"] and len(pairs) == 24
     # the right side was embedded as passage, the left as query: check one score against the encoder
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.model.spec import read_model_spec
 
     enc = Encoder(read_model_spec(tiny_model), tiny_model, choose_device())
     q = enc.embed([questions[0][0]], "query: ").vectors[0]

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from user_spark import OptionError, decode_float16, embed_udf, similarity_join, with_embeddings
-from user_spark.storage import float16_to_arrow_list, to_arrow
+from user_spark.embedding.storage import float16_to_arrow_list, to_arrow
 
 
 def test_arrow_round_trip_keeps_nulls_and_rounds_to_half_precision():

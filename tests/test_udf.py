@@ -72,9 +72,9 @@ def test_result_does_not_depend_on_partitioning_or_arrow_batch_size(spark, tiny_
 def test_roles_add_their_prefixes(spark, tiny_model, ru_texts):
     from pyspark.sql import functions as F
 
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.model.spec import read_model_spec
 
     local = Encoder(read_model_spec(tiny_model), tiny_model, choose_device())
     texts = ru_texts[:12]
@@ -119,7 +119,7 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
     from pyspark.sql.functions import arrow_udf, pandas_udf
 
     def loads_in_this_worker(n):
-        from user_spark import _worker
+        from user_spark.runtime import worker as _worker
 
         events = [e for e in _worker.load_events() if e[1] == tiny_model]
         return [f"{os.getpid()}:{len(events)}"] * n

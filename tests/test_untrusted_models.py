@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from user_spark import ModelSourceError, embed_udf
-from user_spark.device import choose_device
-from user_spark.encoder import Encoder
-from user_spark.model_spec import read_model_spec
+from user_spark.runtime.device import choose_device
+from user_spark.runtime.encoder import Encoder
+from user_spark.model.spec import read_model_spec
 
 EVIL_CODE = """
 import pathlib

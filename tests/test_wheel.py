@@ -62,9 +62,9 @@ def test_wheel_is_pure_python_with_every_module_and_nothing_else(wheel: str) -> 
         for f in files if f.endswith(".py")
     }
     assert {n for n in names if not n.startswith("user_spark-0.1.0.dist-info/")} == expected
-    assert {"user_spark/__main__.py", "user_spark/jobs/embed.py", "user_spark/plot.py"} <= expected
+    assert {"user_spark/__main__.py", "user_spark/cli/embed.py", "user_spark/pipelines/plot.py"} <= expected
     assert "Root-Is-Purelib: true" in meta and "Tag: py3-none-any" in meta
-    assert "user-spark = user_spark.cli:main" in entry_points
+    assert "user-spark = user_spark.cli.main:main" in entry_points
 
 
 def _python_without_editable_install(tmp_path) -> str:
@@ -120,9 +120,9 @@ def test_spark_submit_ships_the_wheel_as_a_zip(wheel: str, job_input: str, tiny_
     assert done.returncode == 0, done.stderr[-4000:]
     assert "user-spark embed: 24 texts in 1 column(s)" in done.stdout and "1 null" in done.stdout
 
-    from user_spark.device import choose_device
-    from user_spark.encoder import Encoder
-    from user_spark.model_spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.model.spec import read_model_spec
 
     out = pd.read_parquet(tmp_path / "out").sort_values("id").reset_index(drop=True)
     src = pd.read_parquet(job_input)

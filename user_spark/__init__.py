@@ -10,10 +10,10 @@ model folder is checked), never at import time.
 
 from __future__ import annotations
 
-from .cluster import ClusterResult, cluster
-from .dedup import DedupResult, dedup
-from .enrich import EnrichResult, current_embeddings, enrich
-from .errors import (
+from user_spark.pipelines.cluster import ClusterResult, cluster
+from user_spark.pipelines.dedup import DedupResult, dedup
+from user_spark.pipelines.enrich import EnrichResult, current_embeddings, enrich
+from user_spark.errors import (
     ColumnError,
     EmbeddingError,
     ModelSourceError,
@@ -21,12 +21,12 @@ from .errors import (
     RoleError,
     UserSparkError,
 )
-from .metrics import EmbedMetrics
-from .model_source import DEFAULT_MODEL
-from .roles import DEFAULT_PROMPTS
-from .similarity_join import similarity_join
-from .storage import decode_float16
-from .udf import EmbedConfig, embed_udf, with_embeddings
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.model.source import DEFAULT_MODEL
+from user_spark.model.roles import DEFAULT_PROMPTS
+from user_spark.pipelines.join import similarity_join
+from user_spark.embedding.storage import decode_float16
+from user_spark.embedding.udf import EmbedConfig, embed_udf, with_embeddings
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,83 @@
+"""The enrich job: embed only the rows of a table that its enrichment output does not hold yet.
+
+    user-spark enrich --input /lake/docs --input-format parquet --output /lake/docs_emb --id-col id \
+        --column body:passage
+
+Re-run it whenever new rows arrive, or after a crash: it embeds what is missing and appends it in batches
+(see :mod:`user_spark.pipelines.enrich`). Ends with one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+
+from user_spark.pipelines.enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, enrich
+from user_spark.errors import OptionError
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.cli.session import add_embedding_arguments, add_spark_arguments, job_session, read_input, run_main
+from user_spark.cli.flags import add_model_arguments, embed_options
+from user_spark.cli.embed import parse_column
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="user-spark enrich",
+        description="Embed the rows of a table that the output does not hold yet (incremental, resumable).",
+    )
+    parser.add_argument("--input", required=True, help="input path, or a table name with --input-format table")
+    parser.add_argument("--input-format", default="auto",
+                        help="auto (from file names), parquet, json, csv, orc, delta, any Spark source, or table")
+    parser.add_argument("--output", required=True, help="output table path (appended to; created by the first run)")
+    parser.add_argument("--format", default="parquet", dest="output_format", choices=OUTPUT_FORMATS,
+                        help="output table format: parquet (default) or delta (Databricks)")
+    parser.add_argument("--id-col", required=True, help="unique id column of the input")
+    parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
+                        help="text column to embed and its role (query or passage; default query), repeatable")
+    add_model_arguments(parser)
+    parser.add_argument("--model-revision",
+                        help="revision recorded in the output (default: hub commit, or a hash of the weight files)")
+    parser.add_argument("--commit-rows", type=int, default=DEFAULT_COMMIT_ROWS,
+                        help="rows per committed batch; a crash loses at most one batch (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, help="tasks per batch (default: Spark's default parallelism)")
+    add_embedding_arguments(parser)
+    add_spark_arguments(parser)
+    return parser
+
+
+def _main(args: argparse.Namespace) -> int:
+    pairs = [parse_column(c) for c in args.column]
+    columns = dict(pairs)
+    if len(columns) != len(pairs):
+        raise OptionError(f"--column names a column twice: {args.column}")
+    options = dict(embed_options(args), precision=args.precision)
+    with job_session("user-spark enrich", args) as spark:
+        df = read_input(spark, args.input, args.input_format)
+        metrics = EmbedMetrics.create(spark)
+        start = time.perf_counter()
+        res = enrich(
+            df, args.output, id_col=args.id_col, columns=columns, model=args.model,
+            output_format=args.output_format, commit_rows=args.commit_rows, partitions=args.partitions,
+            model_revision=args.model_revision, storage=args.storage, metrics=metrics, **options,
+        )
+        seconds = time.perf_counter() - start
+        counts = res.metrics
+        tokens = "" if counts["tokens"] is None else f", {counts['tokens']} tokens, {counts['truncated']} truncated"
+        print(
+            f"user-spark enrich: {res.rows_embedded} new rows embedded ({len(columns)} column(s)) in "
+            f"{len(res.batches)} batch(es){tokens}; {seconds:.1f} s, "
+            f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision} "
+            f"-> {args.output}"
+        )
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``user-spark enrich`` and ``jobs/enrich.py``."""
+    return run_main(_main, argv, build_parser())

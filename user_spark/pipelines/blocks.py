@@ -1,0 +1,259 @@
+"""Blocked similarity on Spark: top-k between two sides, and pairs above a threshold inside buckets.
+
+Both work on frames of ``(_id, _vec, _bucket)`` rows. A bucket holding more than ``block_rows`` rows on a side
+is cut into sub-blocks by a hash of the id; every (left sub-block, right sub-block) pair of a bucket is one
+block, so a block holds at most about ``2 x block_rows`` vectors and its GEMM runs in chunks
+(:mod:`user_spark.ops.blocks`). Rows are copied once per sub-block of the other side, never once per row: there
+is no exploded N x M frame. Which rows meet in a block depends only on ids and counts, never on partitioning,
+and top-k blocks sort their rows by id (ties go to the smaller id), so results do not depend on partitioning
+either. The top-k join has few, large blocks: one grouped pandas UDF call each. Dedup's buckets are many and
+small: they stream through an Arrow UDF, many blocks per call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from user_spark.pipelines.vectors import ID, VEC
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType
+
+__all__ = ["BUCKET", "topk_join", "bucket_pairs", "merge_topk"]
+
+BUCKET = "_bucket"
+_LSUB, _RSUB, _NL, _NR = "_lsub", "_rsub", "_nl", "_nr"
+
+#: Shuffle partitions of dedup's buckets hold about this many bytes (Spark's own default input split size).
+PARTITION_BYTES = 128 * 1024 * 1024
+#: A signature row in Spark's sorter: an UnsafeRow of (id, bucket, count) and its pointer.
+_SIGNATURE_ROW_BYTES = 48
+
+
+def shuffle_partitions(spark: SparkSession, rows: int, row_bytes: int) -> int | None:
+    """Partitions for shuffling ``rows`` rows of about ``row_bytes`` each in ``PARTITION_BYTES`` pieces, or
+    ``None`` where ``spark.sql.shuffle.partitions`` already cuts them that fine (adaptive execution may then
+    coalesce small partitions, which it never does to an explicit partition count).
+
+    A shuffle's sort keeps a partition's row pointers in one array: 245 million LSH signatures of a million rows
+    in the 8 partitions of a small local session need 1 GB arrays, and the task failed with
+    ``UNABLE_TO_ACQUIRE_MEMORY``; partitions far over memory also spill and merge on disk.
+
+    >>> shuffle_partitions(spark, 245_000_000, 48)  # doctest: +SKIP
+    88
+    """
+    default = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    want = -(-rows * row_bytes // PARTITION_BYTES)
+    return int(want) if want > default else None
+
+
+def _blocks(count: Column, block_rows: int) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.greatest(F.lit(1), F.ceil(count / F.lit(block_rows))).cast("int")
+
+
+def _sub(block_count: Column, salt: int) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.col(ID), F.lit(salt)), block_count).cast("int")
+
+
+def _stack(pdf):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from user_spark.ops.blocks import sort_by_id, unit_rows
+
+    ids = pdf[ID].to_numpy()
+    vecs = unit_rows(pdf[VEC].tolist())
+    ids, vecs = sort_by_id(ids, vecs)
+    return np.asarray(ids), vecs
+
+
+def topk_join(
+    left: DataFrame,
+    right: DataFrame,
+    *,
+    k: int,
+    min_score: float | None,
+    exclude_same_id: bool,
+    block_rows: int,
+    left_id_type: DataType,
+    right_id_type: DataType,
+) -> DataFrame:
+    """``(_lid, _rid, _score)``: for each left row, its best ``k`` right rows within each bucket it belongs to.
+
+    ``left`` and ``right`` hold ``(_id, _vec, _bucket)``; a left row may appear in several buckets (IVF probes)
+    and every right row in exactly one, so no pair is produced twice. Merge with :func:`merge_topk`.
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import FloatType, StructField, StructType
+
+    lc = left.groupBy(BUCKET).agg(F.count(F.lit(1)).alias(_NL))
+    rc = right.groupBy(BUCKET).agg(F.count(F.lit(1)).alias(_NR))
+    sizes = lc.join(rc, BUCKET).select(
+        BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL), _blocks(F.col(_NR), block_rows).alias(_NR)
+    )
+    lx = (
+        left.join(F.broadcast(sizes), BUCKET)
+        .withColumn(_LSUB, _sub(F.col(_NL), 1))
+        .withColumn(_RSUB, F.explode(F.sequence(F.lit(0), F.col(_NR) - 1)))
+        .select(BUCKET, _LSUB, _RSUB, ID, VEC)
+    )
+    rx = (
+        right.join(F.broadcast(sizes), BUCKET)
+        .withColumn(_RSUB, _sub(F.col(_NR), 2))
+        .withColumn(_LSUB, F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
+        .select(BUCKET, _LSUB, _RSUB, ID, VEC)
+    )
+    schema = StructType([
+        StructField("_lid", left_id_type, False),
+        StructField("_rid", right_id_type, False),
+        StructField("_score", FloatType(), False),
+    ])
+
+    def pair_topk(lpdf: pd.DataFrame, rpdf: pd.DataFrame) -> pd.DataFrame:
+        from user_spark.ops.blocks import block_topk
+
+        if lpdf.empty or rpdf.empty:
+            return pd.DataFrame({"_lid": lpdf[ID][:0], "_rid": rpdf[ID][:0], "_score": pd.Series([], dtype="float32")})
+        lids, lvecs = _stack(lpdf)
+        rids, rvecs = _stack(rpdf)
+        a, b, s = block_topk(lids, lvecs, rids, rvecs, k, min_score=min_score, exclude_same_id=exclude_same_id)
+        return pd.DataFrame({"_lid": a, "_rid": b, "_score": s})
+
+    keys = [BUCKET, _LSUB, _RSUB]
+    return lx.groupBy(*keys).cogroup(rx.groupBy(*keys)).applyInPandas(pair_topk, schema)
+
+
+def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -> DataFrame:
+    """Keep each left id's ``k`` best candidates across blocks: ``(left_name, right_name, score, rank)``.
+
+    Ties in score go to the smaller right id; memory per left id is bounded by (blocks x k) candidates.
+    """
+    from pyspark.sql import functions as F
+
+    best = candidates.groupBy("_lid").agg(
+        F.slice(F.sort_array(F.collect_list(F.struct((-F.col("_score")).alias("neg"), F.col("_rid").alias("rid")))), 1, k)
+        .alias("_best")
+    )
+    return best.select(
+        F.col("_lid").alias(left_name), F.posexplode("_best").alias("_pos", "_c")
+    ).select(
+        left_name,
+        F.col("_c.rid").alias(right_name),
+        (-F.col("_c.neg")).cast("float").alias("score"),
+        (F.col("_pos") + 1).cast("int").alias("rank"),
+    )
+
+
+def bucket_pairs(
+    signatures: DataFrame,
+    vectors: DataFrame,
+    *,
+    threshold: float,
+    block_rows: int,
+    id_type: DataType,
+    signature_rows: int | None = None,
+) -> DataFrame:
+    """``(src, dst)`` edges whose connected components are those of every pair sharing a bucket with cosine
+    ``>= threshold``: each batch of blocks sends a spanning forest of its pairs, so a group of ``n``
+    near-identical rows costs about ``n`` edges per block, not ``n^2 / 2``.
+
+    ``signatures`` holds ``(_id, _bucket)`` (a row may be in many buckets, e.g. one per LSH band),
+    ``vectors`` ``(_id, _vec)``. Buckets of one row are dropped before any vector moves.
+
+    LSH makes hundreds of thousands of buckets of a few rows out of 100k rows, so a grouped pandas UDF (a
+    pandas frame and a Python call per bucket) spends its time on overhead. Instead, blocks are hash
+    partitioned and sorted, and an Arrow UDF streams each partition, scoring all small blocks of a batch in a
+    few batched matmuls (:func:`user_spark.ops.blocks.blocks_forest`). A block never spans two calls: the rows
+    of a batch's last block wait for the next batch, so memory is a few copies of one Arrow batch
+    (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows) plus one block.
+
+    Both shuffles are sized by what they move (:func:`shuffle_partitions`): the signatures by
+    ``signature_rows`` when given, the vector copies by a count of the rows in shared buckets (materialised
+    once with ``localCheckpoint``, so the window runs once).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    spark = signatures.sparkSession
+    if signature_rows is not None and (parts := shuffle_partitions(spark, signature_rows, _SIGNATURE_ROW_BYTES)):
+        signatures = signatures.repartition(parts, BUCKET)  # the window below keeps this partitioning
+    # A window count, not counts joined back: one shuffle of the signatures, and the UDF that makes them runs once.
+    counted = signatures.withColumn(_NL, F.count(F.lit(1)).over(Window.partitionBy(BUCKET)))
+    shared = (
+        counted.where(F.col(_NL) > 1).select(ID, BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL))
+        .localCheckpoint(eager=True)
+    )
+    # every row of a bucket cut into n sub-blocks is copied n times (once per block it meets)
+    copies = shared.select(F.sum(_NL)).first()[0] or 0
+    first = vectors.select(F.size(VEC)).first() if copies else None
+    parts = shuffle_partitions(spark, copies, 4 * first[0] + 64) if first else None
+    keys = [BUCKET, _LSUB, _RSUB]
+    spread = shared.join(vectors, ID).withColumn("_s", _sub(F.col(_NL), 3))
+    keyed = (
+        spread.withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
+        .select(BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC)
+        .repartition(*([parts] if parts else []), *keys)
+        # by id within each side too: a float32 score depends on where its rows sit in the GEMM, so shuffle
+        # order could flip a pair within an ulp of the threshold between runs
+        .sortWithinPartitions(*keys, "_s", ID)
+    )
+    schema = StructType([StructField("src", id_type, False), StructField("dst", id_type, False)])
+    arrow_id = to_arrow_type(id_type)
+
+    def edges(batches):  # type: ignore[no-untyped-def]
+        import numpy as np
+        import pyarrow as pa
+
+        from user_spark.ops.blocks import blocks_forest, unit_rows
+
+        def emit(cols: dict, stop: int):  # type: ignore[no-untyped-def]
+            if stop == 0:
+                return
+            block = np.flatnonzero(
+                (np.diff(cols[BUCKET][:stop]) != 0) | (np.diff(cols[_LSUB][:stop]) != 0)
+                | (np.diff(cols[_RSUB][:stop]) != 0)
+            ) + 1
+            starts = np.r_[0, block]
+            lsub, rsub, side = cols[_LSUB][starts], cols[_RSUB][starts], cols["_s"]
+            # two-sided blocks: rows are sorted by side, so the right side starts at the first row of side rsub
+            ends = np.append(starts[1:], stop)
+            splits = np.full(len(starts), -1, dtype=np.int64)
+            for b in np.flatnonzero(lsub != rsub):
+                splits[b] = starts[b] + np.searchsorted(side[starts[b] : ends[b]], rsub[b])
+            roots, members = blocks_forest(cols[ID][:stop], unit_rows(cols[VEC][:stop]), starts, splits, threshold)
+            if len(roots):
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(roots, type=arrow_id), pa.array(members, type=arrow_id)], names=["src", "dst"]
+                )
+
+        pending: dict | None = None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            vec = batch.column(VEC)
+            flat = vec.flatten().to_numpy(zero_copy_only=False)
+            dim = len(flat) // batch.num_rows
+            if dim * batch.num_rows != len(flat) or np.any(np.diff(vec.offsets.to_numpy()) != dim):
+                raise ValueError("embedding vectors have different lengths; all must be equally long")
+            cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in (*keys, "_s", ID)}
+            cols[VEC] = flat.reshape(batch.num_rows, dim)
+            if pending is not None:
+                cols = {name: np.concatenate([pending[name], cols[name]]) for name in cols}
+            in_last = np.ones(len(cols[ID]), dtype=bool)
+            for k in keys:
+                in_last &= cols[k] == cols[k][-1]
+            before = np.flatnonzero(~in_last)
+            last = int(before[-1]) + 1 if len(before) else 0
+            yield from emit(cols, last)  # every block but the last, which may go on in the next batch
+            pending = {name: col[last:].copy() for name, col in cols.items()}  # a copy frees the batch
+        if pending is not None:
+            yield from emit(pending, len(pending[ID]))
+
+    return keyed.mapInArrow(edges, schema).dropDuplicates(["src", "dst"])

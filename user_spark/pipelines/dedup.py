@@ -1,0 +1,287 @@
+"""Deduplication: exact duplicates by normalised-text hash, near duplicates by LSH candidates + exact cosine,
+groups as connected components of the duplicate graph, one representative per group.
+
+Steps, all in Spark (nothing but counts reaches the driver):
+
+1. rows whose normalised text (:func:`user_spark.ops.textnorm.normalize_text`) is equal form exact groups; only the
+   best row of each (by the representative rule) is embedded;
+2. random-hyperplane LSH (:mod:`user_spark.ops.lsh`) puts those rows in buckets, one per band; pairs inside a bucket
+   with cosine ``>= threshold`` become edges (:func:`user_spark.pipelines.blocks.bucket_pairs`);
+3. connected components of the edges (:mod:`user_spark.pipelines.components`) join exact groups into duplicate groups,
+   so duplicates that never shared a bucket still end up together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from user_spark.errors import ColumnError, OptionError
+from user_spark.ops.lsh import MAX_ROWS_PER_BAND, choose_bands
+from user_spark.embedding.udf import check_text_column
+from user_spark.pipelines.vectors import ID, VEC, check_id_column, check_unique_ids, vector_frame
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+__all__ = ["DedupResult", "dedup", "DEFAULT_THRESHOLD"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.92
+Representative = Literal["smallest_id", "longest_text"]
+
+
+@dataclass
+class DedupResult:
+    """What :func:`dedup` found.
+
+    Attributes:
+        kept: the input rows kept (every original column): rows in no group, and each group's representative.
+        groups: one row per member of a duplicate group (two or more rows): ``<id_col>, group_id`` (smallest
+            id in the group), ``representative_id``, ``similarity`` (cosine to the representative, 1.0 for it
+            and its exact duplicates).
+        bands, rows_per_band: the LSH parameters used.
+    """
+
+    kept: DataFrame
+    groups: DataFrame
+    bands: int
+    rows_per_band: int
+    _members: DataFrame
+    _rows_in: DataFrame
+    _id_col: str
+    _summary: dict[str, int] | None = None
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """``rows_in``, ``exact_duplicates``, ``near_duplicates`` (rows dropped by each step), ``rows_kept``,
+        ``groups`` (computed once, by one small job over ``groups`` and a count of the input)."""
+        if self._summary is None:
+            from pyspark.sql import functions as F
+
+            removed = F.col(self._id_col) != F.col("representative_id")
+            exact = removed & (F.col(self._id_col) != F.col("_exact_rep"))
+            row = self._members.agg(
+                F.count(F.when(exact, 1)).alias("exact"),
+                F.count(F.when(removed & ~exact, 1)).alias("near"),
+                F.countDistinct("group_id").alias("groups"),
+            ).first()
+            rows_in = self._rows_in.count()
+            exact_n, near_n = int(row["exact"]), int(row["near"])
+            self._summary = {
+                "rows_in": rows_in,
+                "exact_duplicates": exact_n,
+                "near_duplicates": near_n,
+                "rows_kept": rows_in - exact_n - near_n,
+                "groups": int(row["groups"]),
+            }
+        return self._summary
+
+
+def _rule_key(rule: str, id_col: str, text_col: str | None) -> Column:
+    """A struct whose minimum is the preferred row: smallest id, or longest text then smallest id."""
+    from pyspark.sql import functions as F
+
+    if rule == "longest_text":
+        return F.struct((-F.coalesce(F.length(text_col), F.lit(-1))).alias("_len"), F.col(id_col).alias("_id"))
+    return F.struct(F.col(id_col).alias("_id"))
+
+
+def _text_key_udf():  # type: ignore[no-untyped-def]
+    from pyspark.sql.functions import pandas_udf
+
+    def keys(texts):  # type: ignore[no-untyped-def]
+        from user_spark.ops.textnorm import text_key
+
+        return texts.map(text_key)
+
+    return pandas_udf(keys, "string")  # type: ignore[call-overload]
+
+
+def _signatures(vectors: DataFrame, dim_seed: int, bands: int, rows: int, id_type: Any) -> DataFrame:
+    """``(_id, _bucket)``, one row per (row, band): the band's LSH key hashed with the band number."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+    schema = StructType([
+        StructField(ID, id_type, False), StructField("_band", IntegerType(), False), StructField("_key", LongType(), False)
+    ])
+
+    def sign(batches):  # type: ignore[no-untyped-def]
+        import numpy as np
+        import pandas as pd
+
+        from user_spark.ops.blocks import unit_rows
+        from user_spark.ops.lsh import band_keys, hyperplanes
+
+        planes = None
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            vecs = unit_rows(pdf[VEC].tolist())
+            if planes is None or planes.shape[0] != vecs.shape[1]:
+                planes = hyperplanes(vecs.shape[1], bands * rows, dim_seed)
+            keys = band_keys(vecs, planes, bands, rows)
+            yield pd.DataFrame({
+                ID: np.repeat(pdf[ID].to_numpy(), bands),
+                "_band": np.tile(np.arange(bands, dtype=np.int32), len(pdf)),
+                "_key": keys.reshape(-1),
+            })
+
+    from user_spark.pipelines.blocks import BUCKET
+
+    return vectors.mapInPandas(sign, schema).select(ID, F.xxhash64("_band", "_key").alias(BUCKET))
+
+
+def dedup(
+    df: DataFrame,
+    *,
+    id_col: str,
+    text_col: str | None = None,
+    embedding_col: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    representative: Representative = "smallest_id",
+    exact: bool = True,
+    model: str | None = None,
+    bands: int | None = None,
+    rows_per_band: int | None = None,
+    seed: int = 17,
+    block_rows: int = 4096,
+    check_ids: bool = True,
+    embed_options: Mapping[str, Any] | None = None,
+) -> DedupResult:
+    """Find exact and near-duplicate rows; keep one per group.
+
+    Args:
+        df: the rows, with a unique id column.
+        id_col: unique id (integer or string); ties and ``smallest_id`` use its order.
+        text_col: text to hash for exact duplicates and, without ``embedding_col``, to embed (role ``query``).
+        embedding_col: existing ``array<float>`` vectors to use instead of embedding ``text_col``.
+        threshold: cosine at or above which two rows are near duplicates, in (0, 1).
+        representative: ``"smallest_id"`` (default) or ``"longest_text"`` (ties: smallest id).
+        exact: find exact duplicates of the normalised text first (needs ``text_col``).
+        model: model for ``text_col`` (default ``deepvk/USER-base``).
+        bands, rows_per_band: LSH banding; default from ``threshold`` and the number of rows so that a pair at
+            the threshold is a candidate with probability >= 99.5% (:func:`user_spark.ops.lsh.choose_bands`).
+        seed: seed of the LSH hyperplanes.
+        block_rows: rows of a bucket handled together; a bigger bucket is split into blocks of this size.
+        check_ids: check that ids are unique and not null (one pass over the id column).
+        embed_options: other options of :func:`user_spark.with_embeddings` (``batch_tokens``, ``device``, ...).
+
+    Returns:
+        :class:`DedupResult` with ``kept``, ``groups`` and ``summary``.
+
+    Raises:
+        ColumnError: a missing id/text/embedding column, a column of the wrong type, duplicate ids.
+        OptionError: a threshold outside (0, 1), an unknown rule, neither text nor embeddings.
+
+    >>> res = dedup(df, id_col="id", text_col="text", threshold=0.92)  # doctest: +SKIP
+    >>> res.groups   # DataFrame[id: bigint, group_id: bigint, representative_id: bigint, similarity: float]
+    >>> res.summary  # {'rows_in': 1000, 'exact_duplicates': 12, 'near_duplicates': 31, 'rows_kept': 957, ...}
+    """
+    from pyspark.sql import functions as F
+
+    if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise OptionError(f"threshold must be a cosine in (0, 1), got {threshold!r}")
+    if representative not in ("smallest_id", "longest_text"):
+        raise OptionError(f"representative must be 'smallest_id' or 'longest_text', got {representative!r}")
+    if text_col is None and embedding_col is None:
+        raise OptionError("dedup needs text_col= (to hash and embed) or embedding_col= (your vectors), or both")
+    if representative == "longest_text" and text_col is None:
+        raise OptionError("representative='longest_text' needs text_col=")
+    if block_rows < 2:
+        raise OptionError(f"block_rows must be >= 2, got {block_rows}")
+    if (bands is None) != (rows_per_band is None):
+        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)")
+    if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
+        raise OptionError(f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}")
+    check_id_column(df, id_col)
+    if text_col is not None:
+        check_text_column(df, text_col)
+    for reserved in ("group_id", "representative_id", "similarity"):
+        if id_col == reserved:
+            raise ColumnError(f"Id column may not be named {reserved!r} (an output column of dedup); rename it")
+    if check_ids:
+        check_unique_ids(df, id_col)
+    id_type = df.schema[id_col].dataType
+    rule = _rule_key(representative, id_col, text_col)
+
+    # 1. exact groups: every row -> the preferred row with the same normalised text
+    cols = [id_col] + ([text_col] if text_col else []) + ([embedding_col] if embedding_col else [])
+    rows = df.select(*cols)
+    if exact and text_col is not None:
+        from pyspark.sql import Window
+
+        # A window, not an aggregate joined back: the Python UDF then runs once per row, not once per branch.
+        # A null text is its own group (keyed by its id; text keys are hex digests, so no key can collide).
+        key = _text_key_udf()(F.col(text_col))
+        group = F.coalesce(F.col("_key"), F.concat(F.lit("\u0000id:"), F.col(id_col).cast("string")))
+        mapped = rows.withColumn("_key", key).select(
+            *cols, F.min(rule).over(Window.partitionBy(group))["_id"].alias("_exact_rep")
+        ).localCheckpoint(eager=True)
+    else:
+        mapped = rows.withColumn("_exact_rep", F.col(id_col))
+    reps = mapped.where(F.col(id_col) == F.col("_exact_rep")).drop("_exact_rep")
+
+    # 2. vectors of exact representatives only, LSH buckets, pairs above the threshold
+    vecs = vector_frame(
+        reps, id_col, text_col=text_col if embedding_col is None else None, embedding_col=embedding_col,
+        role="query", model=model, embed_options=embed_options,
+    )
+    from user_spark.pipelines.blocks import bucket_pairs
+    from user_spark.pipelines.components import connected_components
+
+    vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
+    if bands is None:
+        bands, rows_per_band = choose_bands(float(threshold), rows=vector_rows)
+    assert rows_per_band is not None
+    sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
+    # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
+    edges = bucket_pairs(
+        sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type,
+        signature_rows=vector_rows * bands,
+    )
+
+    # 3. components over exact representatives, then every row through its exact representative
+    comp = connected_components(edges)
+    member = mapped.join(comp.withColumnRenamed("node", "_exact_rep"), "_exact_rep", "left").withColumn(
+        "_root", F.coalesce(F.col("component"), F.col("_exact_rep"))
+    ).withColumn("_rule", rule)
+    per_group = member.groupBy("_root").agg(
+        F.count(F.lit(1)).alias("_size"), F.min(id_col).alias("group_id"), F.min("_rule").alias("_best")
+    ).where(F.col("_size") > 1).select("_root", "group_id", F.col("_best._id").alias("representative_id"))
+    grouped = member.join(per_group, "_root").select(id_col, "_exact_rep", "group_id", "representative_id")
+    sims = _similarities(grouped, vecs, id_col)
+    groups = sims.localCheckpoint(eager=True)
+    removed = groups.where(F.col(id_col) != F.col("representative_id")).select(id_col)
+    kept = df.join(removed, id_col, "left_anti")
+    return DedupResult(
+        kept=kept, groups=groups.drop("_exact_rep"), bands=bands, rows_per_band=rows_per_band,
+        _members=groups, _rows_in=df, _id_col=id_col,
+    )
+
+
+def _cosine(a: str, b: str) -> Column:
+    from pyspark.sql import functions as F
+
+    dot = F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, v: acc + v)
+    na = F.sqrt(F.aggregate(a, F.lit(0.0).cast("double"), lambda acc, v: acc + v * v))
+    nb = F.sqrt(F.aggregate(b, F.lit(0.0).cast("double"), lambda acc, v: acc + v * v))
+    return F.when((na > 0) & (nb > 0), dot / (na * nb)).otherwise(F.lit(0.0))
+
+
+def _similarities(grouped: DataFrame, vecs: DataFrame, id_col: str) -> DataFrame:
+    """Cosine of each member's (exact representative's) vector to the group representative's vector."""
+    from pyspark.sql import functions as F
+
+    mine = vecs.select(F.col(ID).alias("_exact_rep"), F.col(VEC).alias("_a"))
+    theirs = vecs.select(F.col(ID).alias("representative_id"), F.col(VEC).alias("_b"))
+    joined = grouped.join(mine, "_exact_rep", "left").join(theirs, "representative_id", "left")
+    same = F.col("_exact_rep") == F.col("representative_id")
+    sim = F.when(same, F.lit(1.0)).when(F.col("_a").isNull() | F.col("_b").isNull(), F.lit(None)).otherwise(
+        _cosine("_a", "_b")
+    )
+    return joined.select(id_col, "group_id", "representative_id", sim.cast("float").alias("similarity"), "_exact_rep")

@@ -1,0 +1,153 @@
+"""Driver-side input checks and the embedding column every job works on.
+
+A job gets its vectors either from an existing ``array<float>``/``array<double>`` column (``embedding_col=``)
+or by embedding a text column with the core UDF (:func:`user_spark.with_embeddings`) in the role the job
+needs. Either way the result is a frame ``(_id, _vec)`` of rows that have a vector; embedded frames are
+checkpointed once so later passes (counts, several joins) do not run the model again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from user_spark.errors import ColumnError, OptionError
+from user_spark.embedding.udf import check_text_column
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["ID", "VEC", "check_id_column", "check_unique_ids", "check_embedding_column", "vector_frame"]
+
+logger = logging.getLogger(__name__)
+
+ID = "_id"
+VEC = "_vec"
+
+
+def check_id_column(df: DataFrame, id_col: str) -> None:
+    """Raise :class:`ColumnError` unless ``id_col`` exists and is an integer or string column."""
+    from pyspark.sql.types import IntegralType, StringType
+
+    fields = {f.name: f for f in df.schema.fields}
+    if id_col not in fields:
+        raise ColumnError(f"Id column {id_col!r} not found; available: {list(fields)}")
+    dtype = fields[id_col].dataType
+    if not isinstance(dtype, (IntegralType, StringType)):
+        raise ColumnError(
+            f"Id column {id_col!r} is {dtype.simpleString()}; ids must be integers or strings (they order "
+            f"results and break ties). Cast it: df.withColumn({id_col!r}, F.col({id_col!r}).cast('string'))"
+        )
+
+
+def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> None:
+    """Raise :class:`ColumnError` if ``id_col`` has nulls or repeats (one pass over the id column only)."""
+    from pyspark.sql import functions as F
+
+    dup = (
+        df.groupBy(id_col).count().where((F.col("count") > 1) | F.col(id_col).isNull())
+        .orderBy(F.col(id_col).asc_nulls_first()).limit(3).collect()
+    )
+    if dup:
+        shown = ", ".join(f"{r[0]!r} ({r[1]} rows)" for r in dup)
+        raise ColumnError(
+            f"Id column {id_col!r} of the {what} must be unique and not null; found {shown}. "
+            f"Deduplicate ids first or add a unique id: df.withColumn('row_id', F.monotonically_increasing_id())"
+        )
+
+
+def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = True) -> int | None:
+    """Validate an existing embedding column; returns its vector length (``None`` if every row is null).
+
+    The column holds ``array<float>``/``array<double>``, or ``binary`` float16 vectors (``storage="float16"``).
+    ``check_lengths`` runs one aggregate over the column to make sure all vectors are equally long.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
+
+    fields = {f.name: f for f in df.schema.fields}
+    if name not in fields:
+        raise ColumnError(f"Embedding column {name!r} not found; available: {list(fields)}")
+    dtype = fields[name].dataType
+    half = isinstance(dtype, BinaryType)
+    if not (half or isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))):
+        raise ColumnError(
+            f"Embedding column {name!r} is {dtype.simpleString()}, expected array<float>, array<double> or binary "
+            "(float16 vectors); a Spark ML vector converts with pyspark.ml.functions.vector_to_array"
+        )
+    if not check_lengths:
+        return None
+    size = F.length(name) if half else F.size(name)  # float16: bytes, 2 per value
+    row = df.where(F.col(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
+    lo, hi = (row["lo"], row["hi"]) if row else (None, None)
+    if lo is None or hi is None:
+        return None
+    unit = " bytes" if half else ""
+    if lo != hi:
+        raise ColumnError(
+            f"Embedding column {name!r} holds vectors of different lengths ({lo} to {hi}{unit}); all must be "
+            "equally long"
+        )
+    if hi == 0:
+        raise ColumnError(f"Embedding column {name!r} holds empty vectors")
+    if half and hi % 2:
+        raise ColumnError(
+            f"Embedding column {name!r} is binary but its values are {hi} bytes, not float16 vectors (2 bytes per "
+            "value); write it with storage='float16' or convert it to array<float>"
+        )
+    return int(hi) // 2 if half else int(hi)
+
+
+def resolve_source(text_col: str | None, embedding_col: str | None, what: str) -> None:
+    if (text_col is None) == (embedding_col is None):
+        raise OptionError(
+            f"{what}: pass exactly one of text_col= (embed it with the model) or embedding_col= (use your "
+            f"vectors); got text_col={text_col!r}, embedding_col={embedding_col!r}"
+        )
+
+
+def vector_frame(
+    df: DataFrame,
+    id_col: str,
+    *,
+    text_col: str | None,
+    embedding_col: str | None,
+    role: str,
+    model: str | None,
+    embed_options: Mapping[str, Any] | None = None,
+    check_lengths: bool = True,
+) -> DataFrame:
+    """``(_id, _vec)`` for the rows of ``df`` with a vector: the given column, or ``text_col`` embedded in ``role``.
+
+    Embedding runs once: the embedded frame is checkpointed (on executors, lineage cut) before it is returned.
+    """
+    from pyspark.sql import functions as F
+
+    if embedding_col is not None:
+        from pyspark.sql.types import BinaryType
+
+        from user_spark.embedding.storage import decode_float16
+
+        check_embedding_column(df, embedding_col, check_lengths=check_lengths)
+        half = isinstance(df.schema[embedding_col].dataType, BinaryType)
+        vectors = decode_float16(F.col(embedding_col)) if half else F.col(embedding_col).cast("array<float>")
+        source = df.select(F.col(id_col).alias(ID), vectors.alias(VEC))
+        return source.where(F.col(VEC).isNotNull())
+    assert text_col is not None
+    check_text_column(df, text_col)
+    from user_spark.model.source import DEFAULT_MODEL
+    from user_spark.embedding.udf import with_embeddings
+
+    options = dict(embed_options or {})
+    options.pop("role", None)
+    out_name = "__user_spark_embedding"
+    embedded = with_embeddings(
+        df.select(id_col, text_col), {text_col: role}, model=model or DEFAULT_MODEL,
+        output_columns={text_col: out_name}, **options,
+    )
+    frame = embedded.select(F.col(id_col).alias(ID), F.col(out_name).alias(VEC))
+    logger.info("embedding %r in role %r (checkpointed once, reused by every pass)", text_col, role)
+    # Null vectors are dropped after the checkpoint, not before: the optimizer would copy the UDF into a filter
+    # on its own output and run the model twice (measured: 60 texts embedded for 30 rows).
+    return frame.localCheckpoint(eager=True).where(F.col(VEC).isNotNull())
