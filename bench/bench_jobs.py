@@ -84,12 +84,15 @@ def bench_join(spark, n: int, k: int = 10, ivf_max_rows: int = 20000, lsh_max_ro
     df = frame(spark, x).cache()
     df.count()
     out = {"rows": n}
-    exact, out["exact_s"] = timed(lambda: similarity_join(df, left_id_col="id", left_embedding_col="emb", k=k).toPandas())
+    exact, out["exact_s"] = timed(
+        lambda: similarity_join(df, left_id_col="id", left_embedding_col="emb", k=k).toPandas()
+    )
     ref = exact_topk(x, k)
     out["exact_recall"] = recall(exact, ref, "id", "id_right", k)
     if n <= ivf_max_rows:  # each left row is copied to nprobe lists: 79 copies at 100k rows, ~12 GB of vectors
-        ivf, out["ivf_s"] = timed(lambda: similarity_join(df, left_id_col="id", left_embedding_col="emb", k=k,
-                                                          method="ivf").toPandas())
+        ivf, out["ivf_s"] = timed(
+            lambda: similarity_join(df, left_id_col="id", left_embedding_col="emb", k=k, method="ivf").toPandas()
+        )
         out["ivf_recall@10"] = recall(ivf, ref, "id", "id_right", k)
     faiss.omp_set_num_threads(2)
     index = faiss.IndexFlatIP(x.shape[1])
@@ -97,13 +100,17 @@ def bench_join(spark, n: int, k: int = 10, ivf_max_rows: int = 20000, lsh_max_ro
     out["exact_vs_faiss"] = out["exact_s"] / out["faiss_s"]
     if n <= lsh_max_rows:
         vec = df.select("id", array_to_vector("emb").alias("v"))
-        lsh = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", bucketLength=1.0, numHashTables=4, seed=1).fit(vec)
+        lsh = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", bucketLength=1.0, numHashTables=4, seed=1).fit(
+            vec
+        )
         # unit vectors: cosine >= t  <=>  euclidean <= sqrt(2 - 2t); threshold at the 10th neighbour's median
         kth = float(np.median((x * x[ref[:, -1]]).sum(1)))
         dist = float(np.sqrt(2 - 2 * kth))
 
         def run_lsh():
-            j = lsh.approxSimilarityJoin(vec, vec, dist, distCol="d").where(F.col("datasetA.id") != F.col("datasetB.id"))
+            j = lsh.approxSimilarityJoin(vec, vec, dist, distCol="d").where(
+                F.col("datasetA.id") != F.col("datasetB.id")
+            )
             return j.select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"), "d").toPandas()
 
         lsh_pairs, out["spark_lsh_s"] = timed(run_lsh)
@@ -121,7 +128,7 @@ def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
 
     src, dst = [], []
     for s in range(0, len(x), 2048):
-        rows, cols = np.nonzero(x[s:s + 2048] @ x.T >= threshold)
+        rows, cols = np.nonzero(x[s : s + 2048] @ x.T >= threshold)
         keep = cols > s + rows
         src.append(s + rows[keep])
         dst.append(cols[keep])
@@ -136,15 +143,15 @@ def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
             i = parent[i]
         return i
 
-    for i, j in zip(bi.tolist(), bj.tolist()):
+    for i, j in zip(bi.tolist(), bj.tolist(), strict=False):
         ri, rj = find(i), find(j)
         parent[max(ri, rj)] = min(ri, rj)
     expected = {i: find(i) for i in set(bi.tolist()) | set(bj.tolist())}
     groups = res.groups.toPandas()
-    got = dict(zip(groups["id"].tolist(), groups["group_id"].tolist()))
+    got = dict(zip(groups["id"].tolist(), groups["group_id"].tolist(), strict=False))
     differ = sum(1 for i in set(expected) | set(got) if expected.get(i) != got.get(i))
     return {
-        "brute_force_pairs_above_threshold": int(len(bi)),
+        "brute_force_pairs_above_threshold": len(bi),
         "lsh_candidate_recall": float(candidate.mean()) if len(bi) else 1.0,
         "rows_grouped_unlike_brute_force": differ,
     }
@@ -162,8 +169,11 @@ def bench_bands(spark, n: int, configs: list[str], repeats: int) -> dict:
     for _ in range(repeats):
         for c in configs:
             bands, rows = (int(v) for v in c.split("x"))
-            res, seconds = timed(lambda: dedup(df, id_col="id", embedding_col="emb", threshold=0.92,
-                                               bands=bands, rows_per_band=rows))
+            res, seconds = timed(
+                lambda bands=bands, rows=rows: dedup(
+                    df, id_col="id", embedding_col="emb", threshold=0.92, bands=bands, rows_per_band=rows
+                )
+            )
             times[c].append(round(seconds, 1))
             found[c] = res.summary
     df.unpersist()
@@ -193,7 +203,9 @@ def bench_dedup_cluster(spark, n: int, skip: tuple[str, ...] = (), brute_max_row
         out["dedup_summary"] = res.summary
         if n <= brute_max_rows:
             out.update(dedup_against_brute_force(x, res, 0.92))
-    _, out["cluster_k20_s"] = timed(lambda: cluster(df, id_col="id", embedding_col="emb", k=20, seed=7).summary.collect())
+    _, out["cluster_k20_s"] = timed(
+        lambda: cluster(df, id_col="id", embedding_col="emb", k=20, seed=7).summary.collect()
+    )
     df.unpersist()
     return out
 
@@ -232,10 +244,12 @@ def bench_quality(spark, pairs: int, prose: int, threshold: float) -> dict:
         emb = with_embeddings(df, {"text": "query"}, model=model).toPandas().sort_values("id")
         x = unit_rows(np.stack(emb["text_embedding"].to_numpy()))
         np.save(cache, x)
-    df = spark.createDataFrame(pd.DataFrame({"id": np.arange(len(texts)), "text": texts, "emb": list(x)})).repartition(4)
+    df = spark.createDataFrame(pd.DataFrame({"id": np.arange(len(texts)), "text": texts, "emb": list(x)})).repartition(
+        4
+    )
     res, seconds = timed(lambda: dedup(df, id_col="id", text_col="text", embedding_col="emb", threshold=threshold))
     groups = res.groups.toPandas()
-    gid = dict(zip(groups["id"], groups["group_id"]))
+    gid = dict(zip(groups["id"], groups["group_id"], strict=False))
     found = sum(1 for i in range(len(pp)) if 2 * i in gid and gid.get(2 * i) == gid.get(2 * i + 1))
     # brute force pairs above the threshold, and the LSH candidate recall on them
     sims = x @ x.T
@@ -248,14 +262,21 @@ def bench_quality(spark, pairs: int, prose: int, threshold: float) -> dict:
     paraphrase = (bi < 2 * len(pp)) & (bj == bi + 1) & (bi % 2 == 0)
     pair_sims = np.array([sims[2 * i, 2 * i + 1] for i in range(len(pp))])
     return {
-        "model": "all-MiniLM-L6-v2 (real weights)", "texts": len(texts), "paraphrase_pairs": len(pp),
-        "prose_sentences": len(sentences), "threshold": threshold, "dedup_s": seconds,
-        "paraphrase_pairs_grouped": found, "paraphrase_pairs_above_threshold": int((pair_sims >= threshold).sum()),
+        "model": "all-MiniLM-L6-v2 (real weights)",
+        "texts": len(texts),
+        "paraphrase_pairs": len(pp),
+        "prose_sentences": len(sentences),
+        "threshold": threshold,
+        "dedup_s": seconds,
+        "paraphrase_pairs_grouped": found,
+        "paraphrase_pairs_above_threshold": int((pair_sims >= threshold).sum()),
         "median_paraphrase_cosine": float(np.median(pair_sims)),
-        "brute_force_pairs_above_threshold": int(len(bi)),
+        "brute_force_pairs_above_threshold": len(bi),
         "of_which_not_paraphrase_pairs": int((~paraphrase).sum()),
         "lsh_candidate_recall": float(candidate.mean()) if len(bi) else 1.0,
-        "bands": bands, "rows_per_band": rows, "summary": res.summary,
+        "bands": bands,
+        "rows_per_band": rows,
+        "summary": res.summary,
     }
 
 
@@ -268,12 +289,25 @@ def main(argv=None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--skip", nargs="*", default=[], choices=["join", "jobs", "dedup", "quality"])
     parser.add_argument("--ivf-max-rows", type=int, default=20000, help="skip the IVF join above this many rows")
-    parser.add_argument("--lsh-max-rows", type=int, default=20000,
-                        help="skip Spark ML's LSH join above this many rows (325 s at 10k on 2 cores)")
-    parser.add_argument("--brute-max-rows", type=int, default=100000,
-                        help="check dedup against a numpy brute force up to this many rows")
-    parser.add_argument("--bands", nargs="*", default=[], metavar="BANDSxROWS",
-                        help="only time dedup with these LSH settings (e.g. 122x23 60x18), interleaved, --repeats times")
+    parser.add_argument(
+        "--lsh-max-rows",
+        type=int,
+        default=20000,
+        help="skip Spark ML's LSH join above this many rows (325 s at 10k on 2 cores)",
+    )
+    parser.add_argument(
+        "--brute-max-rows",
+        type=int,
+        default=100000,
+        help="check dedup against a numpy brute force up to this many rows",
+    )
+    parser.add_argument(
+        "--bands",
+        nargs="*",
+        default=[],
+        metavar="BANDSxROWS",
+        help="only time dedup with these LSH settings (e.g. 122x23 60x18), interleaved, --repeats times",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
@@ -294,17 +328,23 @@ def main(argv=None) -> int:
     if "quality" not in args.skip:
         results["quality"] = bench_quality(spark, args.quality_pairs, args.quality_prose, args.threshold)
         print(json.dumps(results["quality"], ensure_ascii=False), flush=True)
-    print("\n| rows | exact self-join s | faiss IndexFlatIP s | ratio | IVF s | IVF recall@10 | Spark LSH s | Spark LSH recall@10 |")
+    print(
+        "\n| rows | exact self-join s | faiss IndexFlatIP s | ratio | IVF s | IVF recall@10 | Spark LSH s | Spark LSH recall@10 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results["join"]:
-        print(f"| {r['rows']} | {r['exact_s']:.1f} | {r['faiss_s']:.2f} | {r['exact_vs_faiss']:.0f}x | {r.get('ivf_s', float('nan')):.1f} | "
-              f"{r.get('ivf_recall@10', float('nan')):.3f} | {r.get('spark_lsh_s', float('nan')):.1f} | {r.get('spark_lsh_recall@10', float('nan')):.3f} |")
+        print(
+            f"| {r['rows']} | {r['exact_s']:.1f} | {r['faiss_s']:.2f} | {r['exact_vs_faiss']:.0f}x | {r.get('ivf_s', float('nan')):.1f} | "
+            f"{r.get('ivf_recall@10', float('nan')):.3f} | {r.get('spark_lsh_s', float('nan')):.1f} | {r.get('spark_lsh_recall@10', float('nan')):.3f} |"
+        )
     print("\n| rows | dedup s | cluster k=20 s | summary | LSH candidate recall | rows grouped unlike brute force |")
     print("|---|---|---|---|---|---|")
     for r in results["jobs"]:
-        print(f"| {r['rows']} | {r.get('dedup_s', float('nan')):.1f} | {r['cluster_k20_s']:.1f} | {r.get('dedup_summary')} | "
-              f"{r.get('lsh_candidate_recall', float('nan')):.4f} of {r.get('brute_force_pairs_above_threshold')} | "
-              f"{r.get('rows_grouped_unlike_brute_force')} |")
+        print(
+            f"| {r['rows']} | {r.get('dedup_s', float('nan')):.1f} | {r['cluster_k20_s']:.1f} | {r.get('dedup_summary')} | "
+            f"{r.get('lsh_candidate_recall', float('nan')):.4f} of {r.get('brute_force_pairs_above_threshold')} | "
+            f"{r.get('rows_grouped_unlike_brute_force')} |"
+        )
     with open(os.path.join(RESULTS, "jobs.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, ensure_ascii=False, indent=2)
     spark.stop()

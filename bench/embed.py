@@ -61,7 +61,7 @@ def gemm_rates(threads: int) -> dict[str, float]:
     with torch.inference_mode():
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-            rates[name] = flops / _best(lambda: a @ b) / 1e9
+            rates[name] = flops / _best(lambda a=a, b=b: a @ b) / 1e9
         lin = torch.nn.Sequential(torch.nn.Linear(k, n))
         import warnings
 
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import SparkSession
 
-    from user_spark.runtime.encoder import Encoder
-    from user_spark.runtime.device import choose_device
     from user_spark.model.spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
     from user_spark.testing import build_random_model
 
     work = tempfile.mkdtemp(prefix="user_spark-bench-")
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for mode in args.modes.split(","):
             seconds = spark_time(spark, model_dir, texts, args.repeats, args.cores, precision=mode)
-            rows.append(("user_spark local[%d]" % args.cores, mode, seconds, None))
+            rows.append((f"user_spark local[{args.cores}]", mode, seconds, None))
         null_s = spark_time(spark, null_dir, texts, args.repeats, args.cores, precision="fp32")
         rows.append(("user_spark, 0-layer model", "overhead", null_s, None))
     finally:

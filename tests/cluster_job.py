@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -35,12 +36,12 @@ def texts(n: int) -> list[str]:
     return [sentences[i % len(sentences)] for i in range(n)]
 
 
-def frame(spark, n: int = ROWS, partitions: int = PARTITIONS):  # noqa: ANN001, ANN201
+def frame(spark, n: int = ROWS, partitions: int = PARTITIONS):
     rows = [(i, None if i % 17 == 0 else t) for i, t in enumerate(texts(n))]
     return spark.createDataFrame(rows, "id long, text string").repartition(partitions)
 
 
-def _retries(spark, group: str) -> tuple[int, int]:  # noqa: ANN001
+def _retries(spark, group: str) -> tuple[int, int]:
     """Failed tasks and stage re-attempts of a job group (a lost executor re-runs its stage)."""
     tracker = spark.sparkContext.statusTracker()
     failed = attempts = 0
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return [f"{os.getpid()}:{loads}"] * n
 
     # The probe must be the embedding UDF's kind (Arrow on pyspark >= 4.1): Spark runs each kind in its own worker.
-    from user_spark.embedding.udf import has_arrow_udf
+    from user_spark.compat import has_arrow_udf
 
     if has_arrow_udf():
         import pyarrow as pa
@@ -114,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         "location_kind": None,
         "runs": {},
     }
+    from user_spark import EmbedOptions
     from user_spark.embedding.udf import prepare_embedding
 
-    result["location_kind"] = prepare_embedding(model, spark=spark).location.kind
-    for run, armed in [("clean", None), ("kill-worker", ("kill-worker", "3")), ("kill-executor", ("kill-executor", "5"))]:
+    result["location_kind"] = prepare_embedding(EmbedOptions(model=model), spark=spark).location.kind
+    for run, armed in [
+        ("clean", None),
+        ("kill-worker", ("kill-worker", "3")),
+        ("kill-executor", ("kill-executor", "5")),
+    ]:
         if armed:
             with open(os.path.join(faults, armed[0]), "w") as fh:
                 fh.write(armed[1])
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - start, 1),
             "failed_tasks": failed,
             "stage_reattempts": attempts,
-            "fired": open(fired).read().strip() if fired and os.path.exists(fired) else None,
+            "fired": pathlib.Path(fired).read_text().strip() if fired and os.path.exists(fired) else None,
             "still_armed": bool(armed) and os.path.exists(os.path.join(faults, armed[0])),
         }
     from user_spark import dedup
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         failed, attempts = _retries(spark, run)
         result["runs"][run] = {
             "failed_tasks": failed,
-            "fired": open(fired).read().strip() if armed and os.path.exists(fired) else None,
+            "fired": pathlib.Path(fired).read_text().strip() if armed and os.path.exists(fired) else None,
             "summary": {k: int(v) for k, v in res.summary.items()},
         }
         if armed and os.path.exists(fired):

@@ -60,17 +60,19 @@ def write_inputs(folder: str, texts: list[str], questions: list[str], paragraphs
     x = planted_duplicates()
     pd.DataFrame({"id": [i * 7 % 1000 for i in range(len(x))], "emb": list(x)}).to_parquet(
         os.path.join(folder, "planted.parquet"))
-    dups = texts[:30] + [texts[0].upper(), texts[1] + "  "]
+    dups = [*texts[:30], texts[0].upper(), texts[1] + "  "]
     pd.DataFrame({"id": range(len(dups)), "text": dups}).to_parquet(os.path.join(folder, "dups.parquet"))
     rng = np.random.default_rng(8)
     centers = unit(rng.standard_normal((4, 16)))
     labels = rng.integers(0, 4, 200)
     blobs = unit(centers[labels] + 0.04 * rng.standard_normal((200, 16))).astype(np.float32)
-    pd.DataFrame({"id": range(200), "text": [f"текст {labels[i]}-{i}" for i in range(200)], "emb": list(blobs)}).to_parquet(
-        os.path.join(folder, "blobs.parquet"))
+    pd.DataFrame(
+        {"id": range(200), "text": [f"текст {labels[i]}-{i}" for i in range(200)], "emb": list(blobs)}
+    ).to_parquet(os.path.join(folder, "blobs.parquet"))
     pd.DataFrame({"qid": range(len(questions)), "question": questions}).to_parquet(os.path.join(folder, "q.parquet"))
     pd.DataFrame({"pid": [f"p{i}" for i in range(len(paragraphs))], "passage": paragraphs}).to_parquet(
-        os.path.join(folder, "p.parquet"))
+        os.path.join(folder, "p.parquet")
+    )
 
 
 def run_jobs(spark: Any, inputs: str, model: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -87,26 +89,47 @@ def run_jobs(spark: Any, inputs: str, model: str) -> tuple[dict[str, pd.DataFram
     planted = dedup(read("planted.parquet"), id_col="id", embedding_col="emb", threshold=0.9)
     frames["dedup_vectors"] = planted.groups.toPandas()
     facts["dedup_vectors"] = planted.summary
-    texts = dedup(read("dups.parquet"), id_col="id", text_col="text", threshold=0.999, model=model,
-                  representative="longest_text")
+    texts = dedup(
+        read("dups.parquet"), id_col="id", text_col="text", threshold=0.999, model=model, representative="longest_text"
+    )
     frames["dedup_text"] = texts.groups.toPandas()
     frames["dedup_text_kept"] = texts.kept.toPandas()
     facts["dedup_text"] = texts.summary
-    clusters = cluster(read("blobs.parquet"), id_col="id", text_col="text", embedding_col="emb", k=[3, 4], seed=3,
-                       top_n=2)
+    clusters = cluster(
+        read("blobs.parquet"), id_col="id", text_col="text", embedding_col="emb", k=[3, 4], seed=3, top_n=2
+    )
     frames["cluster"] = clusters.assignments.toPandas()
     frames["cluster_summary"] = clusters.summary.toPandas()
-    facts["cluster"] = {"k": clusters.k, "silhouettes": {str(k): v for k, v in clusters.silhouettes.items()},
-                        "centroids": clusters.centroids.tolist()}
+    facts["cluster"] = {
+        "k": clusters.k,
+        "silhouettes": {str(k): v for k, v in clusters.silhouettes.items()},
+        "centroids": clusters.centroids.tolist(),
+    }
     frames["join_text"] = similarity_join(
-        read("q.parquet"), read("p.parquet"), left_id_col="qid", right_id_col="pid", left_text_col="question",
-        right_text_col="passage", k=3, model=model,
+        read("q.parquet"),
+        read("p.parquet"),
+        left_id_col="qid",
+        right_id_col="pid",
+        left_text_col="question",
+        right_text_col="passage",
+        k=3,
+        model=model,
     ).toPandas()
     frames["join_ivf"] = similarity_join(
-        read("planted.parquet"), left_id_col="id", left_embedding_col="emb", k=4, method="ivf", nlist=6, nprobe=2,
+        read("planted.parquet"),
+        left_id_col="id",
+        left_embedding_col="emb",
+        k=4,
+        method="ivf",
+        nlist=6,
+        nprobe=2,
     ).toPandas()
-    job = EmbedJobConfig(input=os.path.join(inputs, "texts.parquet"), columns=(("text", "passage"), ("title", "query")),
-                         model=model, partitions=3)
+    job = EmbedJobConfig(
+        input=os.path.join(inputs, "texts.parquet"),
+        columns=(("text", "passage"), ("title", "query")),
+        model=model,
+        partitions=3,
+    )
     frames["embed_job"] = run_embed_job(spark, job).select("id", "text_embedding", "title_embedding").toPandas()
     return frames, facts
 
@@ -137,10 +160,17 @@ def connect_server(log_path: str, timeout: float = 180.0) -> Iterator[str]:
 
     home = os.path.dirname(pyspark.__file__)
     port = _free_port()
-    command = [os.path.join(home, "bin", "spark-submit"), "--class",
-               "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
-               "--conf", f"spark.connect.grpc.binding.port={port}",
-               "--conf", "spark.connect.grpc.binding.address=127.0.0.1"]
+    command = [
+        os.path.join(home, "bin", "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--master",
+        "local[2]",
+        "--conf",
+        f"spark.connect.grpc.binding.port={port}",
+        "--conf",
+        "spark.connect.grpc.binding.address=127.0.0.1",
+    ]
     for key, value in SERVER_CONFS.items():
         command += ["--conf", f"{key}={value}"]
     # The server's Python workers: this interpreter, with this PYTHONPATH (user_spark must import there).
@@ -155,9 +185,11 @@ def connect_server(log_path: str, timeout: float = 180.0) -> Iterator[str]:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the Connect server did not listen on {port} in {timeout} s; see {log_path}")
+                    raise RuntimeError(
+                        f"the Connect server did not listen on {port} in {timeout} s; see {log_path}"
+                    ) from exc
                 time.sleep(0.25)
         yield f"sc://127.0.0.1:{port}"
     finally:
@@ -187,7 +219,7 @@ def _raises(action: Callable[[], Any], counter: Any) -> dict[str, Any]:
     before = counter.calls
     try:
         action()
-    except Exception as exc:  # noqa: BLE001 - the test asserts the class and message
+    except Exception as exc:
         return {"error": type(exc).__name__, "message": str(exc), "executions": counter.calls - before}
     return {"error": None, "message": "", "executions": counter.calls - before}
 
@@ -207,14 +239,22 @@ def connect_only(spark: Any, inputs: str, model: str, minilm: str, out: str, cou
     result["minilm"] = {"location": udf.config.location.kind, "metrics": udf.metrics.as_dict()}
 
     roles = with_embeddings(texts, {"title": "query", "body": "passage", "text": F.col("kind")}, model=model)
-    never = with_embeddings(texts.select("id", "body"), {"body": "passage"}, model=model, ship="never",
-                            output_columns={"body": "body_in_place"})
+    never = with_embeddings(
+        texts.select("id", "body"),
+        {"body": "passage"},
+        model=model,
+        ship="never",
+        output_columns={"body": "body_in_place"},
+    )
     both = roles.join(never, "id").select("id", "title_embedding", "body_embedding", "text_embedding", "body_in_place")
     write(both.toPandas(), os.path.join(out, "roles.parquet"))
+    from user_spark import EmbedOptions
     from user_spark.embedding.udf import prepare_embedding
 
-    result["locations"] = {ship: prepare_embedding(model, ship=ship, spark=spark).location.kind
-                           for ship in ("auto", "never")}
+    result["locations"] = {
+        ship: prepare_embedding(EmbedOptions(model=model, ship=ship), spark=spark).location.kind
+        for ship in ("auto", "never")
+    }
 
     df = spark.createDataFrame([(1, "текст", 5)], "id long, text string, n long")
     result["errors"] = {
@@ -233,12 +273,16 @@ def connect_only(spark: Any, inputs: str, model: str, minilm: str, out: str, cou
     from user_spark.ml import UserEmbedder
 
     docs = spark.read.parquet(os.path.join(inputs, "dups.parquet"))
-    stages = [UserEmbedder(inputCol="text", outputCol="features", model=model, outputType="vector"),
-              KMeans(k=3, seed=7, distanceMeasure="cosine")]
+    stages = [
+        UserEmbedder(inputCol="text", outputCol="features", model=model, outputType="vector"),
+        KMeans(k=3, seed=7, distanceMeasure="cosine"),
+    ]
     fitted = Pipeline(stages=stages).fit(docs)
     fitted.write().save(os.path.join(out, "pipeline"))
     reloaded = PipelineModel.load(os.path.join(out, "pipeline")).transform(docs).select("id", "prediction")
-    pairs = fitted.transform(docs).select("id", "prediction").join(reloaded.withColumnRenamed("prediction", "again"), "id")
+    pairs = (
+        fitted.transform(docs).select("id", "prediction").join(reloaded.withColumnRenamed("prediction", "again"), "id")
+    )
     result["pipeline"] = {str(r.id): [r.prediction, r.again] for r in pairs.collect()}
 
     from user_spark import enrich
@@ -250,8 +294,19 @@ def connect_only(spark: Any, inputs: str, model: str, minilm: str, out: str, cou
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = cli(["embed", "--input", os.path.join(inputs, "texts.parquet"), "--output", os.path.join(out, "cli"),
-                    "--column", "body:passage", "--model", model])
+        code = cli(
+            [
+                "embed",
+                "--input",
+                os.path.join(inputs, "texts.parquet"),
+                "--output",
+                os.path.join(out, "cli"),
+                "--column",
+                "body:passage",
+                "--model",
+                model,
+            ]
+        )
     result["cli"] = {"code": code, "printed": printed.getvalue()}
     return result
 

@@ -31,7 +31,7 @@ def brute_components(x: np.ndarray, ids: list, threshold: float) -> dict:
         return i
 
     sims = unit(x.astype(np.float64)) @ unit(x.astype(np.float64)).T
-    for i, j in zip(*np.nonzero(np.triu(sims >= threshold, 1))):
+    for i, j in zip(*np.nonzero(np.triu(sims >= threshold, 1)), strict=False):
         parent[find(i)] = find(j)
     roots: dict = {}
     for i in range(len(ids)):

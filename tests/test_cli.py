@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from user_spark.cli import main
+from user_spark.cli.flags import parse_column
+from user_spark.model.spec import read_model_spec
 from user_spark.runtime.device import choose_device
 from user_spark.runtime.encoder import Encoder
-from user_spark.cli.embed import parse_column
-from user_spark.model.spec import read_model_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -70,18 +70,18 @@ def classic_jobs(runs):
     return runs[2], runs[3]
 
 
-def encoder_reference(model: str, texts: list, prefixes):  # noqa: ANN001, ANN201
+def encoder_reference(model: str, texts: list, prefixes):
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     out = Encoder(read_model_spec(model), model, choose_device()).embed(texts, prefixes)
-    return [v if ok else None for v, ok in zip(out.vectors, out.valid)]
+    return [v if ok else None for v, ok in zip(out.vectors, out.valid, strict=False)]
 
 
-def assert_vectors(got, want, tol: float = TOL) -> None:  # noqa: ANN001
+def assert_vectors(got, want, tol: float = TOL) -> None:
     assert len(got) == len(want)
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
         assert (g is None) == (w is None), i
         if w is not None:
             assert np.abs(np.asarray(g, dtype=np.float32) - np.asarray(w, dtype=np.float32)).max() < tol, i
@@ -164,7 +164,8 @@ def test_embed_cli_over_connect(connect_run, inputs, tiny_model):
     source = pd.read_parquet(os.path.join(inputs, "texts.parquet"))
     written = pd.read_parquet(out / "cli").sort_values("id")
     assert list(written.columns) == [*source.columns, "body_embedding"] and len(written) == len(source)
-    assert_vectors(written["body_embedding"].tolist(), encoder_reference(tiny_model, source["body"].tolist(), "passage: "))
+    expected = encoder_reference(tiny_model, source["body"].tolist(), "passage: ")
+    assert_vectors(written["body_embedding"].tolist(), expected)
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from user_spark.runtime.device import DeviceChoice, choose_device
 from user_spark.errors import OptionError
+from user_spark.runtime.device import DeviceChoice, choose_device
 
 
 def test_cpu_uses_task_cores_and_fp32():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import model_card_reference, sentence_transformers_reference
 
+from user_spark.model.spec import read_model_spec
 from user_spark.runtime.device import choose_device
 from user_spark.runtime.encoder import Encoder
-from user_spark.model.spec import read_model_spec
 
 TOL = 1e-5
 
@@ -34,7 +34,9 @@ def tiny(tiny_model):
 
 
 @pytest.mark.parametrize("prefix", ["query: ", "passage: "])
-def test_user_base_architecture_matches_model_card_and_sentence_transformers(user_base, user_base_model, ru_texts, prefix):
+def test_user_base_architecture_matches_model_card_and_sentence_transformers(
+    user_base, user_base_model, ru_texts, prefix
+):
     texts = ru_texts[:24] + ru_texts[-2:]  # sentences and two long paragraphs
     ours = user_base.embed(texts, prefix, batch_tokens=1024).vectors
     assert ours.shape == (len(texts), 768)

@@ -18,23 +18,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = prose_sentences(80)
 
 
-def frame(spark, ids, texts=None):  # noqa: ANN001, ANN201
+def frame(spark, ids, texts=None):
     texts = texts or {}
     rows = [(i, texts.get(i, TEXTS[i])) for i in ids]
     return spark.createDataFrame(rows, "id long, text string").repartition(3)
 
 
-def read(path) -> pd.DataFrame:  # noqa: ANN001
+def read(path) -> pd.DataFrame:
     return pd.read_parquet(path).sort_values(["id", "batch"]).reset_index(drop=True)
 
 
-def run(spark, df, out, model, **kw):  # noqa: ANN001, ANN201
+def run(spark, df, out, model, **kw):
     metrics = EmbedMetrics.create(spark)
     res = enrich(df, str(out), id_col="id", columns={"text": "passage"}, model=model, metrics=metrics, **kw)
     return res, metrics.as_dict()["rows"]
 
 
-def reference(spark, df, model):  # noqa: ANN001, ANN201
+def reference(spark, df, model):
     rows = with_embeddings(df, {"text": "passage"}, model=model).collect()
     return {r.id: np.array(r.text_embedding) for r in rows}
 
@@ -55,7 +55,9 @@ def test_rerun_embeds_nothing_and_appended_rows_exactly_once(spark, tiny_model, 
     assert got["id"].tolist() == list(range(42))  # every row once, none twice
     assert got["batch"].nunique() == len(first.batches) + len(third.batches)
     want = reference(spark, grown, tiny_model)
-    assert max(np.abs(np.array(v) - want[i]).max() for i, v in zip(got["id"], got["text_embedding"])) < 1e-5
+    assert (
+        max(np.abs(np.array(v) - want[i]).max() for i, v in zip(got["id"], got["text_embedding"], strict=False)) < 1e-5
+    )
 
 
 def test_changed_text_is_embedded_again_and_current_embeddings_follows_the_input(spark, tiny_model, tmp_path):
@@ -110,8 +112,9 @@ def test_bad_input_and_mismatched_outputs_fail_before_embedding(spark, tiny_mode
     with pytest.raises(OptionError, match="role: 'passage' in the output, 'query' now"):
         enrich(frame(spark, range(8)), str(out), id_col="id", columns={"text": "query"}, model=tiny_model)
     with pytest.raises(ColumnError, match="holds embedding columns"):
-        enrich(frame(spark, range(8)), str(out), id_col="id", columns={"text": "passage"}, model=tiny_model,
-               suffix="_vec")
+        enrich(
+            frame(spark, range(8)), str(out), id_col="id", columns={"text": "passage"}, model=tiny_model, suffix="_vec"
+        )
     clashing = spark.createDataFrame([(1, "а"), (1, "б"), (2, "в")], "id long, text string")
     with pytest.raises(ColumnError, match=r"Ids \[1\] appear with different texts"):
         enrich(clashing, str(tmp_path / "other"), id_col="id", columns={"text": "query"}, model=tiny_model)
@@ -162,8 +165,21 @@ def test_other_options_pass_through_and_unsupported_formats_are_refused(spark, t
 def test_cli_ends_with_a_summary_line(spark, tiny_model, tmp_path, capsys):
     src = tmp_path / "docs.parquet"
     pd.DataFrame({"id": range(9), "body": TEXTS[:9]}).to_parquet(src)
-    args = ["enrich", "--input", str(src), "--output", str(tmp_path / "out"), "--id-col", "id",
-            "--column", "body:passage", "--model", tiny_model, "--commit-rows", "5"]
+    args = [
+        "enrich",
+        "--input",
+        str(src),
+        "--output",
+        str(tmp_path / "out"),
+        "--id-col",
+        "id",
+        "--column",
+        "body:passage",
+        "--model",
+        tiny_model,
+        "--commit-rows",
+        "5",
+    ]
     assert main(args) == 0
     line = capsys.readouterr().out
     assert "user-spark enrich: 9 new rows embedded (1 column(s)) in 2 batch(es)" in line and "truncated" in line
@@ -182,12 +198,34 @@ def test_killed_driver_then_rerun_resumes_without_redoing_committed_batches(spar
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "user_spark", "enrich", "--input", str(src), "--output", str(out), "--id-col", "id",
-           "--column", "text:passage", "--model", tiny_model, "--commit-rows", "10", "--master", "local[2]",
-           "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "user_spark",
+        "enrich",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--id-col",
+        "id",
+        "--column",
+        "text:passage",
+        "--model",
+        tiny_model,
+        "--commit-rows",
+        "10",
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+    ]
 
-    crashed = subprocess.run(cmd, env=dict(env, USER_SPARK_TEST_FAULT=str(faults)), capture_output=True, text=True,
-                             timeout=300)
+    crashed = subprocess.run(
+        cmd, env=dict(env, USER_SPARK_TEST_FAULT=str(faults)), capture_output=True, text=True, timeout=300
+    )
     assert crashed.returncode != 0 and (faults / "kill-executor.fired").exists(), crashed.stderr[-3000:]
     committed = read(out)
     assert committed["batch"].nunique() == 1 and 0 < len(committed) < 40
@@ -200,4 +238,7 @@ def test_killed_driver_then_rerun_resumes_without_redoing_committed_batches(spar
     assert final["id"].tolist() == list(range(40))
     # The same vectors as an undisturbed embedding of the same rows.
     want = reference(spark, frame(spark, range(40)), tiny_model)
-    assert max(np.abs(np.array(v) - want[i]).max() for i, v in zip(final["id"], final["text_embedding"])) < 1e-5
+    assert (
+        max(np.abs(np.array(v) - want[i]).max() for i, v in zip(final["id"], final["text_embedding"], strict=False))
+        < 1e-5
+    )

@@ -18,7 +18,9 @@ def _run_jobs(tmp_path, master: str):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((120, 12)).astype(np.float32)
     x[1] = x[0] + 0.01
-    pd.DataFrame({"id": range(120), "text": [f"t{i}" for i in range(120)], "emb": list(x)}).to_parquet(tmp_path / "in.parquet")
+    pd.DataFrame({"id": range(120), "text": [f"t{i}" for i in range(120)], "emb": list(x)}).to_parquet(
+        tmp_path / "in.parquet"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["SPARK_WORKER_DIR"] = str(tmp_path / "work")
@@ -39,8 +41,9 @@ def _run_jobs(tmp_path, master: str):
         " 'emb', '--k', '2', '--method', 'ivf'] + common)\n"
         "sys.exit(rc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return {
         "groups": pd.read_parquet(tmp_path / "d" / "groups").sort_values("id").reset_index(drop=True),
@@ -62,8 +65,11 @@ def test_dedup_cluster_join_on_local_cluster_equal_local_1(tmp_path):
     # Deterministic: one thread in one process gives the same answers as two executor JVMs.
     single = _run_jobs(tmp_path / "single", "local[1]")
     for name in ("groups", "kept", "assignments"):
-        pd.testing.assert_frame_equal(single[name].drop(columns=["similarity"], errors="ignore"),
-                                      cluster[name].drop(columns=["similarity"], errors="ignore"), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            single[name].drop(columns=["similarity"], errors="ignore"),
+            cluster[name].drop(columns=["similarity"], errors="ignore"),
+            check_dtype=False,
+        )
         if "similarity" in cluster[name]:
             np.testing.assert_allclose(single[name]["similarity"], cluster[name]["similarity"], atol=1e-6)
     pd.testing.assert_frame_equal(single["pairs"][["id", "id_right", "rank"]], pairs[["id", "id_right", "rank"]])

@@ -25,7 +25,9 @@ def test_chosen_bands_find_pairs_at_the_threshold_with_995_percent(threshold):
     # the next wider band would need more than 128 bands
     assert candidate_probability(threshold, 128, rows + 1) < 0.995
     small_bands, small_rows = choose_bands(threshold, max_bands=64)
-    assert small_bands <= 64 and small_rows < rows and candidate_probability(threshold, small_bands, small_rows) >= 0.995
+    assert (
+        small_bands <= 64 and small_rows < rows and candidate_probability(threshold, small_bands, small_rows) >= 0.995
+    )
     # many rows fill buckets faster: from 200k rows the cap is 192 bands, so the bands are at least as wide
     assert choose_bands(threshold, rows=199_999) == (bands, rows)
     many_bands, many_rows = choose_bands(threshold, rows=1_000_000)
@@ -62,15 +64,25 @@ def brute_topk(lids, left, rids, right, k, min_score=None, exclude=False):
     out = []
     scores = left @ right.T
     for i, lid in enumerate(lids):
-        cand = [(-scores[i, j], rids[j]) for j in range(len(rids))
-                if not (exclude and rids[j] == lid) and (min_score is None or scores[i, j] >= min_score)]
+        cand = [
+            (-scores[i, j], rids[j])
+            for j in range(len(rids))
+            if not (exclude and rids[j] == lid) and (min_score is None or scores[i, j] >= min_score)
+        ]
         out += [(lid, rid, -neg) for neg, rid in sorted(cand)[:k]]
     return out
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 30), m=st.integers(1, 40), k=st.integers(1, 12), seed=st.integers(0, 10_000),
-       chunk=st.sampled_from([1, 3, 1024]), min_score=st.sampled_from([None, 0.0, 1.0]), exclude=st.booleans())
+@given(
+    n=st.integers(1, 30),
+    m=st.integers(1, 40),
+    k=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    chunk=st.sampled_from([1, 3, 1024]),
+    min_score=st.sampled_from([None, 0.0, 1.0]),
+    exclude=st.booleans(),
+)
 def test_block_topk_equals_brute_force_with_ties_by_id(n, m, k, seed, chunk, min_score, exclude):
     rng = np.random.default_rng(seed)
     # small integer vectors: exact dot products (any GEMM order) and many equal scores
@@ -80,7 +92,7 @@ def test_block_topk_equals_brute_force_with_ties_by_id(n, m, k, seed, chunk, min
     rids, right = sort_by_id(rng.permutation(60)[:m], right)
     got = block_topk(lids, left, rids, right, k, min_score=min_score, exclude_same_id=exclude, chunk_rows=chunk)
     ref = brute_topk(lids, left, rids, right, k, min_score, exclude)
-    assert [(a, b) for a, b, _ in ref] == list(zip(got[0].tolist(), got[1].tolist()))
+    assert [(a, b) for a, b, _ in ref] == list(zip(got[0].tolist(), got[1].tolist(), strict=False))
     np.testing.assert_allclose(got[2], [s for *_, s in ref], atol=1e-6)
 
 
@@ -89,13 +101,13 @@ def test_threshold_pairs_equal_brute_force():
     x = unit(rng, 50, 3)  # 3-d: many pairs above 0.9
     ids = np.arange(100, 150)[::-1].copy()
     ids, x = sort_by_id(ids, x)
-    s, d, sc = threshold_pairs(ids, x, None, None, 0.9, chunk_rows=7)
+    s, d, _sc = threshold_pairs(ids, x, None, None, 0.9, chunk_rows=7)
     sims = x @ x.T
     ref = {(ids[i], ids[j]) for i in range(50) for j in range(i + 1, 50) if sims[i, j] >= 0.9}
-    assert set(zip(s.tolist(), d.tolist())) == ref and len(s) == len(ref) and (s < d).all()
+    assert set(zip(s.tolist(), d.tolist(), strict=False)) == ref and len(s) == len(ref) and (s < d).all()
     s2, d2, _ = threshold_pairs(ids[:20], x[:20], ids[20:], x[20:], 0.9)
     ref2 = {(min(ids[i], ids[j]), max(ids[i], ids[j])) for i in range(20) for j in range(20, 50) if sims[i, j] >= 0.9}
-    assert set(zip(s2.tolist(), d2.tolist())) == ref2
+    assert set(zip(s2.tolist(), d2.tolist(), strict=False)) == ref2
 
 
 def test_string_ids_work_in_block_math():
@@ -120,13 +132,20 @@ def test_spherical_kmeans_recovers_separated_clusters_and_probes():
     c = spherical_kmeans(x, 6, seed=1)
     assigned = (x @ c.T).argmax(axis=1)
     # same partition up to renaming
-    assert len({(a, b) for a, b in zip(labels, assigned)}) == 6
+    assert len({(a, b) for a, b in zip(labels, assigned, strict=False)}) == 6
     assert np.array_equal(spherical_kmeans(x, 6, seed=1), c)
     probes = nearest_lists(x[:10], c, 3)
     assert probes.shape == (10, 3) and (probes[:, 0] == assigned[:10]).all()
-    tie = nearest_lists(np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32), 3)
+    tie = nearest_lists(
+        np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32), 3
+    )
     assert tie.tolist() == [[2, 0, 1]]
-    assert default_nlist(10_000) == 100 and default_nprobe(100) == 25 and default_nprobe(4) == 4 and default_nprobe(40) == 16
+    assert (
+        default_nlist(10_000) == 100
+        and default_nprobe(100) == 25
+        and default_nprobe(4) == 4
+        and default_nprobe(40) == 16
+    )
 
 
 def test_text_key_normalises_unicode_case_and_spaces():
@@ -158,28 +177,32 @@ def test_blocks_forest_has_the_components_of_all_pairs_in_few_edges(string_ids, 
         if b % 3 == 2 and len(rows) > 1:
             mid = len(rows) // 2
             splits.append(starts[-1] + mid)
-            src, dst, _ = threshold_pairs(*sort_by_id(pool_ids[rows[:mid]], pool[rows[:mid]]),
-                                          *sort_by_id(pool_ids[rows[mid:]], pool[rows[mid:]]), 0.95)
+            src, dst, _ = threshold_pairs(
+                *sort_by_id(pool_ids[rows[:mid]], pool[rows[:mid]]),
+                *sort_by_id(pool_ids[rows[mid:]], pool[rows[mid:]]),
+                0.95,
+            )
         else:
             splits.append(-1)
             src, dst, _ = threshold_pairs(*sort_by_id(pool_ids[rows], pool[rows]), None, None, 0.95)
-        pairs.extend(zip(src.tolist(), dst.tolist()))
-    roots, members = blocks_forest(np.array(ids), np.vstack(vecs), np.array(starts), np.array(splits), 0.95,
-                                   small=small, chunk_rows=2)
+        pairs.extend(zip(src.tolist(), dst.tolist(), strict=False))
+    roots, members = blocks_forest(
+        np.array(ids), np.vstack(vecs), np.array(starts), np.array(splits), 0.95, small=small, chunk_rows=2
+    )
     expected = components(pairs)
     assert len(set(expected.values())) >= 3  # several groups, not one blob
-    got = {m: r for r, m in zip(roots.tolist(), members.tolist())}
+    got = {m: r for r, m in zip(roots.tolist(), members.tolist(), strict=False)}
     got.update({r: r for r in roots.tolist()})
     assert got == expected
     assert len(members) == len(expected) - len(set(expected.values()))  # one edge per non-root member
     assert len(members) < len(pairs)  # fewer edges than pairs
 
 
-def components(pairs) -> dict:  # noqa: ANN001
+def components(pairs) -> dict:
     """node -> smallest node of its component, by a plain dictionary union-find."""
     parent: dict = {}
 
-    def find(n):  # noqa: ANN001, ANN202
+    def find(n):
         while parent.setdefault(n, n) != n:
             n = parent[n]
         return n

@@ -36,8 +36,21 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_worst_case_memory_is_bounded_by_the_token_budget(small_model, tmp_path):
     out = tmp_path / "memory.json"
     subprocess.run(
-        [sys.executable, BENCH, "--model", small_model, "--configs", "2048x1,8192x1,8192x4", "--tokenize-rows", "0", "--out", str(out)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            BENCH,
+            "--model",
+            small_model,
+            "--configs",
+            "2048x1,8192x1,8192x4",
+            "--tokenize-rows",
+            "0",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     small, one, four = json.loads(out.read_text())["results"]
     assert (one["rows"], four["rows"]) == (16, 64) and four["tokens"] == 4 * one["tokens"] == 4 * 8192

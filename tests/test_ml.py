@@ -38,7 +38,9 @@ def test_pipeline_with_kmeans_round_trips_through_save_and_load(spark, tiny_mode
 def test_several_columns_with_their_roles_equal_with_embeddings(spark, tiny_model, docs):
     from user_spark import with_embeddings
 
-    stage = UserEmbedder(inputCols=["title", "text"], outputCols=["t", "b"], roles=["query", "passage"], model=tiny_model)
+    stage = UserEmbedder(
+        inputCols=["title", "text"], outputCols=["t", "b"], roles=["query", "passage"], model=tiny_model
+    )
     got = {r.id: (r.t, r.b) for r in stage.transform(docs).collect()}
     ref = with_embeddings(docs, {"title": "query", "text": "passage"}, model=tiny_model)
     for r in ref.collect():
@@ -55,7 +57,9 @@ def test_bad_params_are_clear(spark, tiny_model, docs):
     with pytest.raises(OptionError, match="exactly one of inputCol or inputCols"):
         UserEmbedder(model=tiny_model).transform(docs)
     with pytest.raises(OptionError, match="2 input columns, 2 output columns and 1 roles"):
-        UserEmbedder(inputCols=["title", "text"], outputCols=["a", "b"], roles=["query"], model=tiny_model).transform(docs)
+        UserEmbedder(inputCols=["title", "text"], outputCols=["a", "b"], roles=["query"], model=tiny_model).transform(
+            docs
+        )
     with pytest.raises(RoleError, match="Unknown role 'summary'"):
         UserEmbedder(inputCol="text", role="summary", model=tiny_model).transform(docs)
     with pytest.raises(OptionError, match="outputType must be"):

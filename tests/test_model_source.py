@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from user_spark.connect import is_local_master
 from user_spark.errors import ModelSourceError
 from user_spark.model.source import ModelSource, classify_model_source
-from user_spark.model.shipping import is_local_master
 
 
 def test_hub_ids():
@@ -54,7 +54,9 @@ def _fetch_in_subprocess(tmp_path, **env):
         "except Exception as e:\n    print(type(e).__name__); print(e)\n"
     )
     full_env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), **env}
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120
+    ).stdout
 
 
 def test_hub_offline_and_not_cached_says_so_and_suggests_a_folder(tmp_path):

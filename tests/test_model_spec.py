@@ -57,7 +57,7 @@ def test_missing_folder():
 
 def test_folder_without_weights(model_copy):
     os.remove(model_copy / "model.safetensors")
-    with pytest.raises(ModelSourceError, match="No weights in .*expected model.safetensors"):
+    with pytest.raises(ModelSourceError, match=r"No weights in .*expected model.safetensors"):
         read_model_spec(str(model_copy))
 
 
@@ -92,10 +92,10 @@ def test_garbage_safetensors_names_the_file(model_copy):
 
 def test_config_that_does_not_match_the_weights(model_copy):
     _edit_json(model_copy / "config.json", vocab_size=1000)
-    with pytest.raises(ModelSourceError, match="word_embeddings.weight has shape .* vocab_size=1000"):
+    with pytest.raises(ModelSourceError, match=r"word_embeddings.weight has shape .* vocab_size=1000"):
         read_model_spec(str(model_copy))
     _edit_json(model_copy / "config.json", vocab_size=50265, num_hidden_layers=12)
-    with pytest.raises(ModelSourceError, match="hold 2 layers but config.json says num_hidden_layers=12"):
+    with pytest.raises(ModelSourceError, match=r"hold 2 layers but config.json says num_hidden_layers=12"):
         read_model_spec(str(model_copy))
 
 

@@ -28,10 +28,15 @@ HERE = os.path.dirname(__file__)
 @pytest.fixture(scope="module")
 def cluster_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("cluster")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")]))
+    )
     proc = subprocess.run(
         [sys.executable, os.path.join(HERE, "cluster_job.py"), "--model", tiny_model, "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=480,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(out / "result.json") as fh:
@@ -54,7 +59,7 @@ def read_run(out, name: str) -> pd.DataFrame:
 def assert_same_as_reference(df: pd.DataFrame, reference: dict) -> None:
     # Exactly once: every input row, none twice.
     assert df["id"].tolist() == sorted(reference)
-    for row_id, got in zip(df["id"], df["text_embedding"]):
+    for row_id, got in zip(df["id"], df["text_embedding"], strict=False):
         want = reference[row_id]
         assert (got is None) == (want is None), row_id
         if want is not None:

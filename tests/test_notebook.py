@@ -29,7 +29,10 @@ print(json.dumps({
     "python": sys.executable,
     "hits": top[["id", "score"]].values.tolist(),
     "summary": dd.summary,
-    "groups": sorted(sorted(int(i) for i in g) for g in dd.groups.groupBy("group_id").agg(F.collect_list("id")).toPandas().iloc[:, 1]),
+    "groups": sorted(
+        sorted(int(i) for i in g)
+        for g in dd.groups.groupBy("group_id").agg(F.collect_list("id")).toPandas().iloc[:, 1]
+    ),
     "k": cl.k,
     "sizes": [int(s) for s in cl.summary.toPandas()["size"]],
     "plot_path": plot_path,
@@ -54,8 +57,9 @@ def test_quickstart_notebook_executes(minilm_model: str, tmp_path, monkeypatch: 
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     # Kernel "python3" resolves to this interpreter (jupyter_client swaps a bare "python" for sys.executable);
     # the probe checks it. cwd = examples/, as when a user opens the notebook there.
-    client = NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and traceback, if any cell fails
 
     for cell in nb.cells:
@@ -73,14 +77,20 @@ def test_quickstart_notebook_executes(minilm_model: str, tmp_path, monkeypatch: 
 
     # The three planted copies and nothing else: 1001 is exact (case, spaces), 1002 and 1003 near.
     assert probe["groups"] == [[9, 1003], [11, 1001, 1002]]
-    assert probe["summary"] == {"rows_in": 303, "exact_duplicates": 1, "near_duplicates": 2,
-                                "rows_kept": 300, "groups": 2}
+    assert probe["summary"] == {
+        "rows_in": 303,
+        "exact_duplicates": 1,
+        "near_duplicates": 2,
+        "rows_kept": 300,
+        "groups": 2,
+    }
 
     assert probe["k"] == 6 and len(probe["sizes"]) == 6 and sum(probe["sizes"]) == 300
 
     # The plot is shown inline (a PNG in the cell's output), the same file write_plot wrote.
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
     assert len(images) == 1
     png = base64.b64decode(images[0]["data"]["image/png"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -90,7 +90,9 @@ def test_join_errors(sides):
         similarity_join(ldf, rdf, method="hnsw", **kw)  # type: ignore[arg-type]
     with pytest.raises(ColumnError, match=r"Id column 'pid' not found; available: \['qid', 'e'\]"):
         similarity_join(ldf, ldf, **kw)
-    with pytest.raises(OptionError, match="the right side needs right_text_col= or right_embedding_col="):
+    with pytest.raises(
+        OptionError, match=r"right side needs right_text_col= \(a text column to embed\) or right_embedding_col="
+    ):
         similarity_join(ldf, rdf, left_id_col="qid", right_id_col="pid", left_embedding_col="e")
     with pytest.raises(ColumnError, match="of the right side must be unique"):
         similarity_join(ldf, rdf.union(rdf.limit(1)), **kw)
@@ -101,18 +103,40 @@ def test_cli_join_with_text_roles(spark, tiny_model, tmp_path, capsys):
 
     paragraphs, questions = xquad_sample()
     pd.DataFrame({"qid": range(8), "question": [q for q, _ in questions[:8]]}).to_parquet(tmp_path / "q.parquet")
-    pd.DataFrame({"pid": [f"p{i}" for i in range(len(paragraphs))], "passage": paragraphs}).to_parquet(tmp_path / "p.parquet")
-    code = main(["join", "--left", str(tmp_path / "q.parquet"), "--right", str(tmp_path / "p.parquet"),
-                 "--output", str(tmp_path / "pairs"), "--left-id-col", "qid", "--right-id-col", "pid",
-                 "--left-text-col", "question", "--right-text-col", "passage", "--k", "3", "--model", tiny_model])
+    pd.DataFrame({"pid": [f"p{i}" for i in range(len(paragraphs))], "passage": paragraphs}).to_parquet(
+        tmp_path / "p.parquet"
+    )
+    code = main(
+        [
+            "join",
+            "--left",
+            str(tmp_path / "q.parquet"),
+            "--right",
+            str(tmp_path / "p.parquet"),
+            "--output",
+            str(tmp_path / "pairs"),
+            "--left-id-col",
+            "qid",
+            "--right-id-col",
+            "pid",
+            "--left-text-col",
+            "question",
+            "--right-text-col",
+            "passage",
+            "--k",
+            "3",
+            "--model",
+            tiny_model,
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and f"user-spark join: exact, k=3; {8 + len(paragraphs)} texts embedded, " in printed
     pairs = pd.read_parquet(tmp_path / "pairs")
     assert list(pairs.columns) == ["qid", "pid", "score", "rank"] and len(pairs) == 24
     # the right side was embedded as passage, the left as query: check one score against the encoder
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     enc = Encoder(read_model_spec(tiny_model), tiny_model, choose_device())
     q = enc.embed([questions[0][0]], "query: ").vectors[0]

@@ -72,9 +72,9 @@ def test_result_does_not_depend_on_partitioning_or_arrow_batch_size(spark, tiny_
 def test_roles_add_their_prefixes(spark, tiny_model, ru_texts):
     from pyspark.sql import functions as F
 
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     local = Encoder(read_model_spec(tiny_model), tiny_model, choose_device())
     texts = ru_texts[:12]
@@ -95,7 +95,9 @@ def test_per_row_roles(spark, tiny_model, ru_texts):
         [(i, t, ["query", "passage", None][i % 3]) for i, t in enumerate(texts)], "id long, text string, kind string"
     ).repartition(3)
     mixed = by_id(df.withColumn("e", embed_udf(tiny_model, role="passage")("text", "kind")).collect(), "e")
-    via_with = by_id(with_embeddings(df, {"text": F.col("kind")}, model=tiny_model, role="passage").collect(), "text_embedding")
+    via_with = by_id(
+        with_embeddings(df, {"text": F.col("kind")}, model=tiny_model, role="passage").collect(), "text_embedding"
+    )
     q = by_id(df.withColumn("e", embed_udf(tiny_model, role="query")("text")).collect(), "e")
     p = by_id(df.withColumn("e", embed_udf(tiny_model, role="passage")("text")).collect(), "e")
     for i in range(20):
@@ -157,7 +159,9 @@ def test_pandas_and_arrow_udfs_give_the_same_rows(spark, tiny_model, ru_texts):
 
 def test_metrics_count_rows_nulls_tokens(spark, tiny_model, ru_texts):
     udf = embed_udf(tiny_model)
-    text_frame(spark, ru_texts, nulls_every=4).withColumn("e", udf("text")).write.format("noop").mode("overwrite").save()
+    text_frame(spark, ru_texts, nulls_every=4).withColumn("e", udf("text")).write.format("noop").mode(
+        "overwrite"
+    ).save()
     m = udf.metrics.as_dict()
     assert m["rows"] == len(ru_texts) and m["nulls"] == len(range(0, len(ru_texts), 4))
     assert m["tokens"] > 10 * (m["rows"] - m["nulls"]) and m["truncated"] == 0
@@ -177,7 +181,11 @@ def _run_in_job_group(spark, action):
     [
         ({"missing": "query"}, ColumnError, r"Column 'missing' not found; available: \['id', 'text', 'n'\]"),
         ({"n": "query"}, ColumnError, r"Column 'n' is bigint, but the text column must be a string; cast it first"),
-        ({"text": "document"}, RoleError, r"Unknown role 'document'; valid roles for this model: \['passage', 'query'\]"),
+        (
+            {"text": "document"},
+            RoleError,
+            r"Unknown role 'document'; valid roles for this model: \['passage', 'query'\]",
+        ),
         ({"text": 3}, OptionError, r"must be a role name or a Column"),
     ],
 )
@@ -202,9 +210,9 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
     (broken / "model.safetensors").unlink()
     with pytest.raises(ModelSourceError, match="No weights in"):
         embed_udf(str(broken))
-    with pytest.raises(ModelSourceError, match="does not exist"):
+    with pytest.raises(ModelSourceError, match="No such folder: /no/such/model"):
         embed_udf("/no/such/model")
-    with pytest.raises(OptionError, match="batch_tokens must be a positive"):
+    with pytest.raises(OptionError, match="batch_tokens must be a positive integer, got 0"):
         embed_udf(tiny_model, batch_tokens=0)
     with pytest.raises(OptionError, match="device must be"):
         embed_udf(tiny_model, device="tpu")
@@ -213,7 +221,9 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
 @pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
 def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model, udf_type):
     df = spark.createDataFrame([(1,)], "n long")
-    with pytest.raises(Exception, match=r"embed_udf needs a string text column, got bigint values; cast the column to string"):
+    with pytest.raises(
+        Exception, match=r"embed_udf needs a string text column, got bigint values; cast the column to string"
+    ):
         df.withColumn("e", embed_udf(tiny_model, udf_type=udf_type)("n")).collect()
 
 

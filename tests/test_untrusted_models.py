@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from user_spark import ModelSourceError, embed_udf
+from user_spark.model.spec import read_model_spec
 from user_spark.runtime.device import choose_device
 from user_spark.runtime.encoder import Encoder
-from user_spark.model.spec import read_model_spec
 
 EVIL_CODE = """
 import pathlib
@@ -47,7 +47,9 @@ def test_custom_code_in_the_folder_never_runs(model_copy, tmp_path, ru_texts):
     encoder = load(model_copy)
     # transformers' own class, not the folder's (the fast path wraps only a transformers DebertaModel)
     assert encoder.backend == "fast-deberta" and type(encoder.model).__name__ == "FastDebertaEncoder"
-    plain = Encoder(read_model_spec(str(model_copy)), str(model_copy), choose_device(task_cpus=1), backend="transformers")
+    plain = Encoder(
+        read_model_spec(str(model_copy)), str(model_copy), choose_device(task_cpus=1), backend="transformers"
+    )
     assert type(plain.model).__name__ == "DebertaModel"
     assert encoder.embed(ru_texts[:2], "query: ").vectors.shape == (2, 64)
     assert not marker.exists()
@@ -57,10 +59,12 @@ def test_custom_model_type_is_refused_without_running_its_code(model_copy, tmp_p
     marker = tmp_path / "ran.txt"
     (model_copy / "modeling_evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
     config = json.loads((model_copy / "config.json").read_text())
-    config.update(model_type="evil-bert", auto_map={"AutoConfig": "modeling_evil.EvilConfig",
-                                                   "AutoModel": "modeling_evil.EvilModel"})
+    config.update(
+        model_type="evil-bert",
+        auto_map={"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"},
+    )
     (model_copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Exception, match="trust_remote_code|evil-bert"):
+    with pytest.raises(Exception, match=r"trust_remote_code|evil-bert"):
         load(model_copy)
     assert not marker.exists()
 
@@ -72,9 +76,9 @@ def test_pickle_weights_load_only_with_opt_in(spark, model_copy, ru_texts):
     reference = load(model_copy).embed(ru_texts[:3], "query: ").vectors
     torch.save(load_file(str(model_copy / "model.safetensors")), model_copy / "pytorch_model.bin")
     (model_copy / "model.safetensors").unlink()
-    with pytest.raises(ModelSourceError, match="pytorch_model.bin.*allow_pickle=True"):
+    with pytest.raises(ModelSourceError, match=r"pytorch_model.bin.*allow_pickle=True"):
         load(model_copy)
-    with pytest.raises(ModelSourceError, match="pytorch_model.bin.*allow_pickle=True"):
+    with pytest.raises(ModelSourceError, match=r"pytorch_model.bin.*allow_pickle=True"):
         embed_udf(str(model_copy))
     opted_in = load(model_copy, allow_pickle=True).embed(ru_texts[:3], "query: ").vectors
     assert abs(opted_in - reference).max() < 1e-6
@@ -124,5 +128,5 @@ def test_executor_side_load_failure_reaches_the_driver_by_name(spark, model_copy
     del tensors[next(k for k in sorted(tensors) if "intermediate" in k)]
     save_file(tensors, str(model_copy / "model.safetensors"), metadata={"format": "pt"})
     df = spark.createDataFrame([("текст",)], "text string")
-    with pytest.raises(Exception, match="do not fit .*config.json: 1 parameters missing"):
+    with pytest.raises(Exception, match=r"do not fit .*config.json: 1 parameters missing"):
         df.withColumn("e", udf("text")).collect()

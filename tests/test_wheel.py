@@ -62,7 +62,12 @@ def test_wheel_is_pure_python_with_every_module_and_nothing_else(wheel: str) -> 
         for f in files if f.endswith(".py")
     }
     assert {n for n in names if not n.startswith("user_spark-0.1.0.dist-info/")} == expected
-    assert {"user_spark/__main__.py", "user_spark/cli/embed.py", "user_spark/pipelines/plot.py"} <= expected
+    assert {
+        "user_spark/__main__.py",
+        "user_spark/cli/embed.py",
+        "user_spark/pipelines/plot.py",
+        "user_spark/ops/blocks.py",
+    } <= expected
     assert "Root-Is-Purelib: true" in meta and "Tag: py3-none-any" in meta
     assert "user-spark = user_spark.cli.main:main" in entry_points
 
@@ -83,17 +88,35 @@ def _submit(python: str, shipped: str, src: str, out: str, model: str, cwd: str)
     spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_") and k != "PYTHONPATH"}
     env.update(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python)
-    cmd = [spark_submit, "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-           "--conf", "spark.driver.host=127.0.0.1", "--py-files", shipped,
-           os.path.join(ROOT, "jobs", "embed.py"), "--input", src, "--output", out,
-           "--column", "text:passage", "--model", model]
+    cmd = [
+        spark_submit,
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--py-files",
+        shipped,
+        os.path.join(ROOT, "jobs", "embed.py"),
+        "--input",
+        src,
+        "--output",
+        out,
+        "--column",
+        "text:passage",
+        "--model",
+        model,
+    ]
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def job_input(tmp_path_factory: pytest.TempPathFactory, ru_texts: list[str]) -> str:
     path = tmp_path_factory.mktemp("input") / "docs.parquet"
-    pd.DataFrame({"id": range(24), "text": [None if i == 5 else t for i, t in enumerate(ru_texts[:24])]}).to_parquet(path)
+    pd.DataFrame({"id": range(24), "text": [None if i == 5 else t for i, t in enumerate(ru_texts[:24])]}).to_parquet(
+        path
+    )
     return str(path)
 
 
@@ -103,26 +126,38 @@ def test_spark_submit_ships_the_wheel_as_a_zip(wheel: str, job_input: str, tiny_
     # From an empty cwd, as the job runs: `python -c` and `python -m pyspark.daemon` put the cwd on sys.path.
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    hidden = subprocess.run([python, "-c", "import user_spark"], capture_output=True, text=True, cwd=str(cwd),
-                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    hidden = subprocess.run(
+        [python, "-c", "import user_spark"],
+        capture_output=True,
+        text=True,
+        cwd=str(cwd),
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     if hidden.returncode == 0:
-        pytest.skip("user_spark is installed into site-packages (not editable): the job could not prove it ran "
-                    "from the shipped file")
+        pytest.skip(
+            "user_spark is installed into site-packages (not editable): the job could not prove it ran "
+            "from the shipped file"
+        )
     assert "No module named 'user_spark'" in hidden.stderr
     assert subprocess.run([python, "-c", "import torch, transformers, pyspark"]).returncode == 0
 
     shipped = str(tmp_path / "user_spark.zip")
     shutil.copy(wheel, shipped)
-    version = subprocess.run([python, "-m", "user_spark", "--version"], capture_output=True, text=True,
-                             cwd=str(cwd), env={**os.environ, "PYTHONPATH": shipped})
+    version = subprocess.run(
+        [python, "-m", "user_spark", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=str(cwd),
+        env={**os.environ, "PYTHONPATH": shipped},
+    )
     assert version.stdout.strip() == "user-spark 0.1.0", version.stderr[-2000:]
     done = _submit(python, shipped, job_input, str(tmp_path / "out"), tiny_model, str(cwd))
     assert done.returncode == 0, done.stderr[-4000:]
     assert "user-spark embed: 24 texts in 1 column(s)" in done.stdout and "1 null" in done.stdout
 
+    from user_spark.model.spec import read_model_spec
     from user_spark.runtime.device import choose_device
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import read_model_spec
 
     out = pd.read_parquet(tmp_path / "out").sort_values("id").reset_index(drop=True)
     src = pd.read_parquet(job_input)
@@ -145,5 +180,6 @@ def test_spark_submit_py_files_whl_reaches_the_driver_but_not_executors(
     assert done.returncode != 0
     # The driver imported the wheel (it ran the job's code and started tasks); the executors' Python workers
     # could not import it to unpickle the UDF.
-    assert re.search(r"from the Python worker: Traceback.*?ModuleNotFoundError: No module named 'user_spark'",
-                     done.stderr, re.S), done.stderr[-4000:]
+    assert re.search(
+        r"from the Python worker: Traceback.*?ModuleNotFoundError: No module named 'user_spark'", done.stderr, re.S
+    ), done.stderr[-4000:]

@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["is_connect", "session_key", "is_local_master", "shares_driver_disk", "default_parallelism",
-           "num_partitions"]
+__all__ = [
+    "default_parallelism",
+    "is_connect",
+    "is_local_master",
+    "num_partitions",
+    "session_key",
+    "shares_driver_disk",
+]
 
 
 def is_connect(spark: SparkSession) -> bool:

@@ -7,12 +7,12 @@ went wrong, what was expected, and how to fix it. Driver-side checks raise these
 from __future__ import annotations
 
 __all__ = [
-    "UserSparkError",
     "ColumnError",
-    "RoleError",
+    "EmbeddingError",
     "ModelSourceError",
     "OptionError",
-    "EmbeddingError",
+    "RoleError",
+    "UserSparkError",
 ]
 
 

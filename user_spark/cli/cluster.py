@@ -14,27 +14,37 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from user_spark.pipelines.cluster import ClusterResult, cluster
-from user_spark.errors import OptionError
-from user_spark.model.source import DEFAULT_MODEL
-from user_spark.pipelines.vectors import ID, VEC
-from user_spark.cli.session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
 from user_spark.cli.flags import (
-    add_model_arguments,
+    add_embedding_arguments,
     add_vector_arguments,
+    check_model_early,
     embed_options,
     embedded_counts,
-    local_path,
-    require_vectors,
-    with_metrics,
+    positive_int,
 )
+from user_spark.cli.session import (
+    add_io_arguments,
+    add_spark_arguments,
+    check_input_exists,
+    check_outputs_free,
+    job_session,
+    local_path,
+    read_input,
+    run_main,
+    write_parquet,
+)
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions
+from user_spark.errors import OptionError
+from user_spark.pipelines.cluster import ClusterResult, cluster
+from user_spark.pipelines.vectors import ID, VEC, hash_sample, require_vectors
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["ClusterJobConfig", "parse_k", "run", "write_plot", "build_parser", "main"]
+__all__ = ["ClusterJobConfig", "build_parser", "main", "parse_k", "run", "write_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,27 +72,26 @@ class ClusterJobConfig:
     seed: int = 7
     top_n: int = 5
     sample_rows: int = 20000
-    model: str = DEFAULT_MODEL
     input_format: str = "auto"
-    embed_options: dict[str, Any] = field(default_factory=dict)
+    embed: EmbedOptions = field(default_factory=EmbedOptions)
 
     def __post_init__(self) -> None:
-        require_vectors(self.text_col, self.embedding_col)
+        require_vectors(self.text_col, self.embedding_col, "user-spark cluster", text_arg="--text-col",
+                        embedding_arg="--embedding-col")
 
 
-def run(spark: SparkSession, config: ClusterJobConfig) -> ClusterResult:
+def run(spark: SparkSession, config: ClusterJobConfig, metrics: EmbedMetrics | None = None) -> ClusterResult:
     df = read_input(spark, config.input, config.input_format)
     return cluster(
         df, id_col=config.id_col, text_col=config.text_col, embedding_col=config.embedding_col, k=config.k,
-        seed=config.seed, top_n=config.top_n, sample_rows=config.sample_rows, model=config.model,
-        embed_options=config.embed_options,
+        seed=config.seed, top_n=config.top_n, sample_rows=config.sample_rows, embed_options=config.embed,
+        metrics=metrics,
     )
 
 
 def write_plot(res: ClusterResult, path: str, *, sample_rows: int = 3000, seed: int = 7) -> str:
     """Draw ``res`` to a PNG from a sample of at most ``sample_rows`` rows (chosen by id hash)."""
     import numpy as np
-    from pyspark.sql import functions as F
 
     from user_spark.ops.blocks import unit_rows
     from user_spark.pipelines.plot import plot_clusters
@@ -90,10 +99,9 @@ def write_plot(res: ClusterResult, path: str, *, sample_rows: int = 3000, seed: 
     assert res.vectors is not None
     sizes = [(int(r["cluster_id"]), int(r["size"])) for r in res.summary.select("cluster_id", "size").collect()]
     total = sum(s for _, s in sizes)
-    fraction = min(1.0, sample_rows / max(total, 1))
     id_col = res.assignments.columns[0]
     sample = (
-        res.vectors.where(F.pmod(F.xxhash64(ID, F.lit(seed)), F.lit(1 << 20)) < int(fraction * (1 << 20)))
+        hash_sample(res.vectors, ID, min(1.0, sample_rows / max(total, 1)), seed)
         .join(res.assignments.withColumnRenamed(id_col, ID), ID)
         .orderBy(ID).limit(sample_rows).collect()
     )
@@ -102,47 +110,66 @@ def write_plot(res: ClusterResult, path: str, *, sample_rows: int = 3000, seed: 
     return plot_clusters(vectors, labels, sizes, path, title=f"k-means (cosine), k = {res.k}")
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="user-spark cluster", description="Cluster rows by their embeddings (k-means, cosine)."
     )
     add_io_arguments(parser)
     parser.add_argument("--id-col", required=True, help="unique id column")
     add_vector_arguments(parser)
-    parser.add_argument("--k", default="20", help="clusters: N, or START:END[:STEP] to choose by silhouette (default: 20)")
+    parser.add_argument(
+        "--k", default="20", help="clusters: N, or START:END[:STEP] to choose by silhouette (default: 20)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--top-n", type=int, default=5, help="texts nearest each centroid in the summary")
-    parser.add_argument("--sample-rows", type=int, default=20000, help="sample size for choosing k by silhouette")
+    parser.add_argument(
+        "--sample-rows", type=positive_int, default=20000, help="sample size for choosing k by silhouette"
+    )
     parser.add_argument("--plot", help="PNG to write (default: OUTPUT/clusters.png for a local output)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
-    add_model_arguments(parser)
+    add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
 
 
 def _main(args: argparse.Namespace) -> int:
     config = ClusterJobConfig(
-        input=args.input, id_col=args.id_col, k=parse_k(args.k), text_col=args.text_col,
-        embedding_col=args.embedding_col, seed=args.seed, top_n=args.top_n, sample_rows=args.sample_rows,
-        model=args.model, input_format=args.input_format, embed_options=embed_options(args),
+        input=args.input,
+        id_col=args.id_col,
+        k=parse_k(args.k),
+        text_col=args.text_col,
+        embedding_col=args.embedding_col,
+        seed=args.seed,
+        top_n=args.top_n,
+        sample_rows=args.sample_rows,
+        input_format=args.input_format,
+        embed=embed_options(args),
     )
+    check_input_exists(args.input, args.input_format)
+    check_outputs_free([os.path.join(args.output, "assignments"), os.path.join(args.output, "summary")], args.mode)
+    if config.embedding_col is None:
+        check_model_early(config.embed, ["query"])
+    plot = None if args.no_plot else args.plot
+    if plot is None and not args.no_plot and (local := local_path(args.output)) is not None:
+        plot = os.path.join(local, "clusters.png")
     with job_session("user-spark cluster", args) as spark:
         start = time.perf_counter()
-        config, metrics = with_metrics(config, spark)
-        res = run(spark, config)
+        metrics = EmbedMetrics.create(spark)
+        res = run(spark, config, metrics)
         write_parquet(res.assignments, os.path.join(args.output, "assignments"), args.mode)
         write_parquet(res.summary, os.path.join(args.output, "summary"), args.mode)
-        plot = args.plot
-        if plot is None and not args.no_plot and local_path(args.output) is not None:
-            plot = os.path.join(local_path(args.output) or "", "clusters.png")
-        if plot and not args.no_plot:
+        if plot:
             write_plot(res, plot, seed=args.seed)
         chosen = f"k={res.k}" + (
-            " (silhouette " + ", ".join(f"{k}: {s:.3f}" for k, s in res.silhouettes.items()) + ")" if res.silhouettes else ""
+            " (silhouette " + ", ".join(f"{k}: {s:.3f}" for k, s in res.silhouettes.items()) + ")"
+            if res.silhouettes
+            else ""
         )
         seconds = time.perf_counter() - start
-        print(f"user-spark cluster: {chosen}{embedded_counts(metrics, seconds)}; {seconds:.1f} s -> {args.output}"
-              + (f", plot {plot}" if plot and not args.no_plot else ""))
+        print(
+            f"user-spark cluster: {chosen}{embedded_counts(metrics, seconds)}; {seconds:.1f} s -> {args.output}"
+            + (f", plot {plot}" if plot else "")
+        )
         return 0
 
 

@@ -14,26 +14,37 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from user_spark.pipelines.dedup import DEFAULT_THRESHOLD, DedupResult, dedup
-from user_spark.model.source import DEFAULT_MODEL
-from user_spark.cli.session import add_io_arguments, add_spark_arguments, job_session, read_input, run_main, write_parquet
 from user_spark.cli.flags import (
-    add_model_arguments,
+    add_embedding_arguments,
     add_vector_arguments,
+    check_model_early,
     embed_options,
     embedded_counts,
-    local_path,
-    require_vectors,
-    with_metrics,
+    positive_int,
     write_json,
 )
+from user_spark.cli.session import (
+    add_io_arguments,
+    add_spark_arguments,
+    check_input_exists,
+    check_outputs_free,
+    job_session,
+    local_path,
+    read_input,
+    run_main,
+    write_parquet,
+)
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions
+from user_spark.pipelines.dedup import DEFAULT_THRESHOLD, DedupResult, Representative, dedup
+from user_spark.pipelines.vectors import require_vectors
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DedupJobConfig", "run", "build_parser", "main"]
+__all__ = ["DedupJobConfig", "build_parser", "main", "run"]
 
 
 @dataclass(frozen=True)
@@ -43,30 +54,30 @@ class DedupJobConfig:
     text_col: str | None = None
     embedding_col: str | None = None
     threshold: float = DEFAULT_THRESHOLD
-    representative: str = "smallest_id"
+    representative: Representative = "smallest_id"
     exact: bool = True
-    model: str = DEFAULT_MODEL
     input_format: str = "auto"
     seed: int = 17
     block_rows: int = 4096
-    embed_options: dict[str, Any] = field(default_factory=dict)
+    embed: EmbedOptions = field(default_factory=EmbedOptions)
 
     def __post_init__(self) -> None:
-        require_vectors(self.text_col, self.embedding_col)
+        require_vectors(self.text_col, self.embedding_col, "user-spark dedup", text_arg="--text-col",
+                        embedding_arg="--embedding-col")
 
 
-def run(spark: SparkSession, config: DedupJobConfig) -> DedupResult:
+def run(spark: SparkSession, config: DedupJobConfig, metrics: EmbedMetrics | None = None) -> DedupResult:
     """Read the input and deduplicate it (``kept`` and ``groups`` are not written yet)."""
     df = read_input(spark, config.input, config.input_format)
     return dedup(
         df, id_col=config.id_col, text_col=config.text_col, embedding_col=config.embedding_col,
-        threshold=config.threshold, representative=config.representative, exact=config.exact,  # type: ignore[arg-type]
-        model=config.model, seed=config.seed, block_rows=config.block_rows, embed_options=config.embed_options,
+        threshold=config.threshold, representative=config.representative, exact=config.exact,
+        seed=config.seed, block_rows=config.block_rows, embed_options=config.embed, metrics=metrics,
     )
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="user-spark dedup", description="Drop exact and near-duplicate rows (by embedding cosine)."
     )
     add_io_arguments(parser)
@@ -78,8 +89,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="which row of a group is kept (default: %(default)s)")
     parser.add_argument("--no-exact", action="store_true", help="skip the exact (normalised text) step")
     parser.add_argument("--seed", type=int, default=17, help="LSH seed (default: %(default)s)")
-    parser.add_argument("--block-rows", type=int, default=4096, help="rows of a bucket compared together")
-    add_model_arguments(parser)
+    parser.add_argument("--block-rows", type=positive_int, default=4096, help="rows of a bucket compared together")
+    add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
 
@@ -87,13 +98,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def _main(args: argparse.Namespace) -> int:
     config = DedupJobConfig(
         input=args.input, id_col=args.id_col, text_col=args.text_col, embedding_col=args.embedding_col,
-        threshold=args.threshold, representative=args.representative, exact=not args.no_exact, model=args.model,
-        input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, embed_options=embed_options(args),
+        threshold=args.threshold, representative=args.representative, exact=not args.no_exact,
+        input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, embed=embed_options(args),
     )
+    check_input_exists(args.input, args.input_format)
+    check_outputs_free([os.path.join(args.output, "groups"), os.path.join(args.output, "kept")], args.mode)
+    if config.embedding_col is None:
+        check_model_early(config.embed, ["query"])
     with job_session("user-spark dedup", args) as spark:
         start = time.perf_counter()
-        config, metrics = with_metrics(config, spark)
-        res = run(spark, config)
+        metrics = EmbedMetrics.create(spark)
+        res = run(spark, config, metrics)
         write_parquet(res.groups, os.path.join(args.output, "groups"), args.mode)
         write_parquet(res.kept, os.path.join(args.output, "kept"), args.mode)
         seconds = time.perf_counter() - start

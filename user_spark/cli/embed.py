@@ -11,42 +11,32 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from user_spark.connect import default_parallelism, num_partitions
-from user_spark.errors import OptionError
-from user_spark.embedding.metrics import EmbedMetrics
-from user_spark.model.source import DEFAULT_MODEL
-from user_spark.model.roles import DEFAULT_ROLE
-from user_spark.embedding.udf import with_embeddings
+from user_spark.cli.flags import add_embedding_arguments, check_model_early, embed_options, parse_column, positive_int
 from user_spark.cli.session import (
-    add_embedding_arguments,
     add_io_arguments,
     add_spark_arguments,
+    check_input_exists,
+    check_outputs_free,
     job_session,
     read_input,
     run_main,
     write_parquet,
 )
-from user_spark.cli.flags import add_model_arguments
+from user_spark.connect import default_parallelism, num_partitions
+from user_spark.embedding.frame import with_embeddings
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions
+from user_spark.errors import OptionError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["EmbedJobConfig", "parse_column", "run", "build_parser", "main"]
+__all__ = ["EmbedJobConfig", "build_parser", "main", "run", "spread"]
 
 logger = logging.getLogger(__name__)
-
-
-def parse_column(spec: str) -> tuple[str, str]:
-    """``"body:passage"`` -> ``("body", "passage")``; ``"body"`` -> ``("body", "query")``."""
-    name, sep, role = spec.rpartition(":")
-    if not sep:
-        name, role = spec, DEFAULT_ROLE
-    if not name or not role:
-        raise OptionError(f"--column expects NAME or NAME:ROLE (e.g. body:passage), got {spec!r}")
-    return name, role
 
 
 @dataclass(frozen=True)
@@ -55,18 +45,16 @@ class EmbedJobConfig:
 
     input: str
     columns: tuple[tuple[str, str], ...]
-    model: str = DEFAULT_MODEL
+    embed: EmbedOptions = field(default_factory=EmbedOptions)
     input_format: str = "auto"
     suffix: str = "_embedding"
-    batch_tokens: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
     partitions: int | None = None
-    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.columns:
             raise OptionError("Name at least one text column to embed: --column NAME[:ROLE]")
+        if len({name for name, _ in self.columns}) != len(self.columns):
+            raise OptionError(f"--column names a column twice: {[name for name, _ in self.columns]}")
         if self.partitions is not None and self.partitions < 1:
             raise OptionError(f"--partitions must be >= 1, got {self.partitions}")
 
@@ -94,66 +82,59 @@ def run(spark: SparkSession, config: EmbedJobConfig, metrics: EmbedMetrics | Non
     df = read_input(spark, config.input, config.input_format)
     if config.partitions:
         df = spread(df, config.partitions)
-    return with_embeddings(
-        df,
-        dict(config.columns),
-        model=config.model,
-        suffix=config.suffix,
-        batch_tokens=config.batch_tokens,
-        device=config.device,
-        precision=config.precision,
-        metrics=metrics,
-        **config.options,
-    )
+    return with_embeddings(df, dict(config.columns), options=config.embed, suffix=config.suffix, metrics=metrics)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="user-spark embed", description="Add sentence embeddings to text columns of a table."
     )
     add_io_arguments(parser)
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
     parser.add_argument("--suffix", default="_embedding", help="output column suffix (default: %(default)s)")
-    add_model_arguments(parser)
-    add_embedding_arguments(parser)
-    parser.add_argument("--partitions", type=int,
+    add_embedding_arguments(parser, storage=True)
+    parser.add_argument("--partitions", type=positive_int,
                         help="spread the input over at least this many partitions (default: Spark's parallelism)")
     add_spark_arguments(parser)
     return parser
 
 
+def _summary(metrics: EmbedMetrics, columns: int, seconds: float, output: str) -> str:
+    counts = metrics.as_dict()
+    rows = counts["rows"]
+    if rows is None:  # Spark Connect: no accumulators, and no extra job just to count
+        return (f"user-spark embed: {columns} column(s) embedded in {seconds:.1f} s (Spark Connect gives no counts) "
+                f"-> {output}")
+    return (
+        f"user-spark embed: {rows} texts in {columns} column(s), {counts['tokens']} tokens, "
+        f"{counts['truncated']} truncated, {counts['nulls']} null; {seconds:.1f} s, "
+        f"{rows / seconds if seconds else 0:.1f} texts/s -> {output}"
+    )
+
+
 def _main(args: argparse.Namespace) -> int:
+    columns = tuple(parse_column(c) for c in args.column)
+    options = embed_options(args)
+    config = EmbedJobConfig(
+        input=args.input,
+        columns=columns,
+        embed=options,
+        input_format=args.input_format,
+        suffix=args.suffix,
+        partitions=args.partitions,
+    )
+    check_input_exists(args.input, args.input_format)
+    check_outputs_free([args.output], args.mode)
+    check_model_early(options, [role for _, role in columns])
     with job_session("user-spark embed", args) as spark:
-        partitions = args.partitions or default_parallelism(spark)
-        config = EmbedJobConfig(
-            input=args.input,
-            columns=tuple(parse_column(c) for c in args.column),
-            model=args.model,
-            input_format=args.input_format,
-            suffix=args.suffix,
-            batch_tokens=args.batch_tokens,
-            device=args.device,
-            precision=args.precision,
-            partitions=partitions,
-            options={"storage": args.storage, "ship": args.ship},
-        )
+        if config.partitions is None:
+            config = replace(config, partitions=default_parallelism(spark))
         metrics = EmbedMetrics.create(spark)
         df = run(spark, config, metrics)
         start = time.perf_counter()
         write_parquet(df, args.output, args.mode)
-        seconds = time.perf_counter() - start
-        counts = metrics.as_dict()
-        if counts["rows"] is None:  # Spark Connect: no accumulators, and no extra job just to count
-            print(f"user-spark embed: {len(config.columns)} column(s) embedded in {seconds:.1f} s (Spark Connect "
-                  f"gives no counts) -> {args.output}")
-            return 0
-        rows = counts["rows"]
-        print(
-            f"user-spark embed: {rows} texts in {len(config.columns)} column(s), {counts['tokens']} tokens, "
-            f"{counts['truncated']} truncated, {counts['nulls']} null; {seconds:.1f} s, "
-            f"{rows / seconds if seconds else 0:.1f} texts/s -> {args.output}"
-        )
+        print(_summary(metrics, len(columns), time.perf_counter() - start, args.output))
         return 0
 
 

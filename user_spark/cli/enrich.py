@@ -14,20 +14,25 @@ import logging
 import time
 from collections.abc import Sequence
 
-from user_spark.pipelines.enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, enrich
-from user_spark.errors import OptionError
+from user_spark.cli.flags import (
+    add_embedding_arguments,
+    check_model_early,
+    embed_options,
+    parse_column,
+    positive_int,
+)
+from user_spark.cli.session import add_spark_arguments, check_input_exists, job_session, read_input, run_main
 from user_spark.embedding.metrics import EmbedMetrics
-from user_spark.cli.session import add_embedding_arguments, add_spark_arguments, job_session, read_input, run_main
-from user_spark.cli.flags import add_model_arguments, embed_options
-from user_spark.cli.embed import parse_column
+from user_spark.errors import OptionError
+from user_spark.pipelines.enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, EnrichResult, enrich
 
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="user-spark enrich",
         description="Embed the rows of a table that the output does not hold yet (incremental, resumable).",
     )
@@ -40,15 +45,23 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--id-col", required=True, help="unique id column of the input")
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
-    add_model_arguments(parser)
-    parser.add_argument("--model-revision",
-                        help="revision recorded in the output (default: hub commit, or a hash of the weight files)")
-    parser.add_argument("--commit-rows", type=int, default=DEFAULT_COMMIT_ROWS,
+    parser.add_argument("--commit-rows", type=positive_int, default=DEFAULT_COMMIT_ROWS,
                         help="rows per committed batch; a crash loses at most one batch (default: %(default)s)")
-    parser.add_argument("--partitions", type=int, help="tasks per batch (default: Spark's default parallelism)")
-    add_embedding_arguments(parser)
+    parser.add_argument("--partitions", type=positive_int,
+                        help="tasks per batch (default: Spark's default parallelism)")
+    add_embedding_arguments(parser, storage=True)
     add_spark_arguments(parser)
     return parser
+
+
+def _summary(res: EnrichResult, columns: int, seconds: float, output: str) -> str:
+    counts = res.metrics
+    tokens = "" if counts["tokens"] is None else f", {counts['tokens']} tokens, {counts['truncated']} truncated"
+    return (
+        f"user-spark enrich: {res.rows_embedded} new rows embedded ({columns} column(s)) in "
+        f"{len(res.batches)} batch(es){tokens}; {seconds:.1f} s, "
+        f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision} -> {output}"
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -56,25 +69,18 @@ def _main(args: argparse.Namespace) -> int:
     columns = dict(pairs)
     if len(columns) != len(pairs):
         raise OptionError(f"--column names a column twice: {args.column}")
-    options = dict(embed_options(args), precision=args.precision)
+    options = embed_options(args)
+    check_input_exists(args.input, args.input_format)
+    check_model_early(options, list(columns.values()))
     with job_session("user-spark enrich", args) as spark:
         df = read_input(spark, args.input, args.input_format)
-        metrics = EmbedMetrics.create(spark)
         start = time.perf_counter()
         res = enrich(
-            df, args.output, id_col=args.id_col, columns=columns, model=args.model,
-            output_format=args.output_format, commit_rows=args.commit_rows, partitions=args.partitions,
-            model_revision=args.model_revision, storage=args.storage, metrics=metrics, **options,
+            df, args.output, id_col=args.id_col, columns=columns, output_format=args.output_format,
+            commit_rows=args.commit_rows, partitions=args.partitions, embed_options=options,
+            metrics=EmbedMetrics.create(spark),
         )
-        seconds = time.perf_counter() - start
-        counts = res.metrics
-        tokens = "" if counts["tokens"] is None else f", {counts['tokens']} tokens, {counts['truncated']} truncated"
-        print(
-            f"user-spark enrich: {res.rows_embedded} new rows embedded ({len(columns)} column(s)) in "
-            f"{len(res.batches)} batch(es){tokens}; {seconds:.1f} s, "
-            f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision} "
-            f"-> {args.output}"
-        )
+        print(_summary(res, len(columns), time.perf_counter() - start, args.output))
         return 0
 
 

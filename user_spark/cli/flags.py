@@ -1,84 +1,155 @@
-"""Flags the dedup, cluster and join jobs share: where vectors come from (text + model, or an embedding column)."""
+"""Flag groups the jobs share, and what they build: one embedding flag group -> :class:`EmbedOptions`.
+
+Every job that embeds text (``embed``, ``enrich``, ``dedup``, ``cluster``, ``join``) has the same embedding
+flags; the ones that write embeddings (``embed``, ``enrich``) also have ``--storage``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
-
-from user_spark.errors import OptionError
 from user_spark.embedding.metrics import EmbedMetrics
-from user_spark.model.source import DEFAULT_MODEL
+from user_spark.embedding.options import EmbedOptions
+from user_spark.embedding.storage import STORAGES
+from user_spark.errors import OptionError
+from user_spark.model.roles import DEFAULT_ROLE, prefix_for
+from user_spark.model.shipping import SHIPS
+from user_spark.model.source import DEFAULT_MODEL, classify_model_source
+from user_spark.model.spec import read_model_spec
+from user_spark.runtime.settings import PRECISIONS, check_device_request
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+__all__ = [
+    "add_embedding_arguments",
+    "add_vector_arguments",
+    "check_model_early",
+    "embed_options",
+    "embedded_counts",
+    "parse_column",
+    "positive_int",
+    "write_json",
+]
 
-__all__ = ["add_vector_arguments", "embed_options", "embedded_counts", "is_local", "local_path", "with_metrics",
-           "write_json"]
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        return check_device_request(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_embedding_arguments(parser: argparse.ArgumentParser, *, storage: bool = False) -> None:
+    """How the model runs: ``--model``, ``--revision``, ``--model-revision``, ``--ship``, ``--batch-tokens``,
+    ``--device``, ``--precision`` (and ``--storage`` where the job writes embeddings)."""
+    group = parser.add_argument_group("embedding")
+    group.add_argument("--model", default=DEFAULT_MODEL,
+                       help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
+    group.add_argument("--revision", help="hub revision (branch, tag or commit) to fetch")
+    group.add_argument(
+        "--model-revision",
+        help="revision recorded in the output's metadata (default: hub commit, or a hash of the weights)",
+    )
+    group.add_argument(
+        "--ship",
+        choices=SHIPS,
+        default="auto",
+        help="copy the model folder to executors: auto (when they cannot see it), always, or never "
+        "(a path every node mounts, e.g. /Volumes/... on Databricks) (default: auto)",
+    )
+    group.add_argument("--batch-tokens", type=positive_int, help="tokens per model batch, padding included")
+    group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (exact fp32 on CPU, half precision on GPU), fast, fp32, fp16, bf16 or int8 (default: auto)",
+    )
+    if storage:
+        group.add_argument(
+            "--storage",
+            default="float32",
+            choices=STORAGES,
+            help="float32 (array<float>) or float16 (binary, half the bytes) (default: float32)",
+        )
+
+
+def embed_options(args: argparse.Namespace) -> EmbedOptions:
+    """The :class:`EmbedOptions` of :func:`add_embedding_arguments`' flags."""
+    return EmbedOptions(
+        model=args.model,
+        revision=args.revision,
+        model_revision=args.model_revision,
+        ship=args.ship,
+        batch_tokens=args.batch_tokens,
+        device=args.device,
+        precision=args.precision,
+        storage=getattr(args, "storage", "float32"),
+    )
 
 
 def add_vector_arguments(parser: argparse.ArgumentParser, prefix: str = "", side: str = "") -> None:
     what = f" of the {side} side" if side else ""
-    parser.add_argument(f"--{prefix}text-col", help=f"text column{what} (embedded with --model unless an embedding column is given)")
+    parser.add_argument(
+        f"--{prefix}text-col", help=f"text column{what} (embedded with --model unless an embedding column is given)"
+    )
     parser.add_argument(f"--{prefix}embedding-col", help=f"existing array<float> embedding column{what}")
 
 
-def require_vectors(text_col: str | None, embedding_col: str | None) -> None:
-    """A job needs a text column to embed or an embedding column; raise if it has neither."""
-    if text_col is None and embedding_col is None:
-        raise OptionError("Name the text column (--text-col) or an embedding column (--embedding-col)")
+def parse_column(spec: str) -> tuple[str, str]:
+    """``"body:passage"`` -> ``("body", "passage")``; ``"body"`` -> ``("body", "query")``.
 
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--ship``, ``--batch-tokens``, ``--device``: how every job that embeds text runs the model."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
-    parser.add_argument("--ship", choices=("auto", "always", "never"), default="auto",
-                        help="copy the model folder to executors: auto (when they cannot see it), always, or never "
-                             "(a path every node mounts, e.g. /Volumes/... on Databricks) (default: auto)")
-    parser.add_argument("--batch-tokens", type=int, help="tokens per model batch, padding included")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-
-
-def embed_options(args: argparse.Namespace) -> dict:
-    """The :func:`user_spark.with_embeddings` options of :func:`add_model_arguments`'s flags."""
-    options: dict = {"device": args.device, "ship": args.ship}
-    if args.batch_tokens:
-        options["batch_tokens"] = args.batch_tokens
-    return options
-
-
-def with_metrics(config: Any, spark: SparkSession) -> tuple[Any, EmbedMetrics]:
-    """``config`` with counters added to its ``embed_options``, and the counters (read them after the job)."""
-    metrics = EmbedMetrics.create(spark)
-    return replace(config, embed_options={**config.embed_options, "metrics": metrics}), metrics
+    >>> parse_column("body:passage")
+    ('body', 'passage')
+    """
+    name, sep, role = spec.rpartition(":")
+    if not sep:
+        name, role = spec, DEFAULT_ROLE
+    if not name or not role:
+        raise OptionError(f"--column expects NAME or NAME:ROLE (e.g. body:passage), got {spec!r}")
+    return name, role
 
 
 def embedded_counts(metrics: EmbedMetrics, seconds: float) -> str:
     """``"; 1200 texts embedded, 51234 tokens, 3 truncated, 31.5 texts/s"``, or ``""`` when the job embedded no
     text (it was given vectors) or Spark Connect gives no counts."""
     counts = metrics.as_dict()
-    if not counts["rows"]:
+    rows = counts["rows"]
+    if not rows:
         return ""
-    return (f"; {counts['rows']} texts embedded, {counts['tokens']} tokens, {counts['truncated']} truncated, "
-            f"{counts['rows'] / seconds if seconds else 0:.1f} texts/s")
+    return (
+        f"; {rows} texts embedded, {counts['tokens']} tokens, {counts['truncated']} truncated, "
+        f"{rows / seconds if seconds else 0:.1f} texts/s"
+    )
 
 
-def local_path(path: str) -> str | None:
-    """The local filesystem path of ``path``, or ``None`` when it is on another filesystem (hdfs://, s3a://)."""
-    if path.startswith("file:"):
-        return path[len("file:"):]
-    return None if "://" in path else path
-
-
-def is_local(path: str) -> bool:
-    return local_path(path) is not None
-
-
-def write_json(path: str, data: dict) -> None:
+def write_json(path: str, data: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh, ensure_ascii=False, indent=2)
+
+
+def check_model_early(options: EmbedOptions, roles: Sequence[str]) -> None:
+    """Before Spark starts: a local model folder must exist, be whole, and know every role asked for.
+
+    Hub ids and URIs are checked later, on the driver, once the session can fetch them (still before any job).
+    """
+    source = classify_model_source(options.model)
+    if source.kind != "local":
+        return
+    spec = read_model_spec(source.location, prompts=options.prompts, allow_pickle=options.allow_pickle)
+    for role in roles:
+        prefix_for(role, spec.prompts)

@@ -13,18 +13,35 @@ import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from user_spark.cli.flags import (
+    add_embedding_arguments,
+    add_vector_arguments,
+    check_model_early,
+    embed_options,
+    embedded_counts,
+    positive_int,
+)
+from user_spark.cli.session import (
+    INPUT_FORMATS,
+    add_spark_arguments,
+    check_input_exists,
+    check_outputs_free,
+    job_session,
+    read_input,
+    run_main,
+    write_parquet,
+)
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import OptionError
-from user_spark.model.source import DEFAULT_MODEL
-from user_spark.pipelines.join import similarity_join
-from user_spark.cli.session import INPUT_FORMATS, add_spark_arguments, job_session, read_input, run_main, write_parquet
-from user_spark.cli.flags import add_model_arguments, add_vector_arguments, embed_options, embedded_counts, with_metrics
+from user_spark.pipelines.join import Method, similarity_join
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["JoinJobConfig", "run", "build_parser", "main"]
+__all__ = ["JoinJobConfig", "build_parser", "main", "run"]
 
 
 @dataclass(frozen=True)
@@ -39,34 +56,32 @@ class JoinJobConfig:
     right_embedding_col: str | None = None
     k: int = 10
     min_score: float | None = None
-    method: str = "exact"
+    method: Method = "exact"
     nlist: int | None = None
     nprobe: int | None = None
     block_rows: int = 8192
-    model: str = DEFAULT_MODEL
     input_format: str = "auto"
-    embed_options: dict[str, Any] = field(default_factory=dict)
+    embed: EmbedOptions = field(default_factory=EmbedOptions)
 
     def __post_init__(self) -> None:
         if self.right is None and (self.right_text_col or self.right_embedding_col or self.right_id_col):
             raise OptionError("--right-* columns need --right (without --right, --left is joined with itself)")
 
 
-def run(spark: SparkSession, config: JoinJobConfig) -> DataFrame:
+def run(spark: SparkSession, config: JoinJobConfig, metrics: EmbedMetrics | None = None) -> DataFrame:
     left = read_input(spark, config.left, config.input_format)
     right = read_input(spark, config.right, config.input_format) if config.right else None
     return similarity_join(
         left, right, left_id_col=config.left_id_col, right_id_col=config.right_id_col,
         left_text_col=config.left_text_col, right_text_col=config.right_text_col,
         left_embedding_col=config.left_embedding_col, right_embedding_col=config.right_embedding_col,
-        k=config.k, min_score=config.min_score, method=config.method,  # type: ignore[arg-type]
-        nlist=config.nlist, nprobe=config.nprobe, block_rows=config.block_rows, model=config.model,
-        embed_options=config.embed_options,
+        k=config.k, min_score=config.min_score, method=config.method, nlist=config.nlist, nprobe=config.nprobe,
+        block_rows=config.block_rows, embed_options=config.embed, metrics=metrics,
     )
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="user-spark join", description="Top-k most similar rows of one table for each row of another (or itself)."
     )
     parser.add_argument("--left", required=True, help="left input (queries)")
@@ -78,13 +93,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--right-id-col", help="default: --left-id-col")
     add_vector_arguments(parser, "left-", "left")
     add_vector_arguments(parser, "right-", "right")
-    parser.add_argument("--k", type=int, default=10, help="matches per left row (default: %(default)s)")
+    parser.add_argument("--k", type=positive_int, default=10, help="matches per left row (default: %(default)s)")
     parser.add_argument("--min-score", type=float, help="leave out matches below this cosine")
     parser.add_argument("--method", choices=("exact", "ivf"), default="exact")
-    parser.add_argument("--nlist", type=int, help="IVF lists (default: about sqrt(right rows))")
-    parser.add_argument("--nprobe", type=int, help="IVF lists probed per left row (default: max(16, nlist/4))")
-    parser.add_argument("--block-rows", type=int, default=8192, help="rows per block (default: %(default)s)")
-    add_model_arguments(parser)
+    parser.add_argument("--nlist", type=positive_int, help="IVF lists (default: about sqrt(right rows))")
+    parser.add_argument("--nprobe", type=positive_int,
+                        help="IVF lists probed per left row (default: max(16, nlist/4))")
+    parser.add_argument("--block-rows", type=positive_int, default=8192, help="rows per block (default: %(default)s)")
+    add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
 
@@ -95,13 +111,17 @@ def _main(args: argparse.Namespace) -> int:
         left_text_col=args.left_text_col, right_text_col=args.right_text_col,
         left_embedding_col=args.left_embedding_col, right_embedding_col=args.right_embedding_col,
         k=args.k, min_score=args.min_score, method=args.method, nlist=args.nlist, nprobe=args.nprobe,
-        block_rows=args.block_rows, model=args.model, input_format=args.input_format,
-        embed_options=embed_options(args),
+        block_rows=args.block_rows, input_format=args.input_format, embed=embed_options(args),
     )
+    for path in filter(None, (args.left, args.right)):
+        check_input_exists(path, args.input_format)
+    check_outputs_free([args.output], args.mode)
+    if args.left_embedding_col is None or (args.right and args.right_embedding_col is None):
+        check_model_early(config.embed, ["query", "passage"] if args.right else ["query"])
     with job_session("user-spark join", args) as spark:
         start = time.perf_counter()
-        config, metrics = with_metrics(config, spark)
-        write_parquet(run(spark, config), args.output, args.mode)
+        metrics = EmbedMetrics.create(spark)
+        write_parquet(run(spark, config, metrics), args.output, args.mode)
         seconds = time.perf_counter() - start
         print(f"user-spark join: {config.method}, k={config.k}{embedded_counts(metrics, seconds)}; {seconds:.1f} s "
               f"-> {args.output}")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "JOBS"]
+__all__ = ["JOBS", "main"]
 
 # subcommand -> module under user_spark.cli with build_parser() and main(argv)
 JOBS = {
@@ -23,7 +23,9 @@ JOBS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="user-spark", description="Sentence embeddings and the jobs they enable, on Spark.")
+    parser = argparse.ArgumentParser(
+        prog="user-spark", description="Sentence embeddings and the jobs they enable, on Spark."
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="job", metavar="JOB")
     for name, help_text in JOBS.items():
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(args or ["--help"])
         return 2
     module = importlib.import_module(f"user_spark.cli.{args[0]}")
-    return module.main(args[1:])
+    return int(module.main(args[1:]))
 
 
 if __name__ == "__main__":

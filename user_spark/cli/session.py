@@ -7,25 +7,29 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from user_spark.compat import error_condition
 from user_spark.errors import OptionError, UserSparkError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "add_spark_arguments",
+    "INPUT_FORMATS",
     "add_io_arguments",
-    "add_embedding_arguments",
-    "parse_confs",
+    "add_spark_arguments",
     "build_session",
-    "job_session",
-    "read_input",
+    "check_input_exists",
+    "check_outputs_free",
     "detect_format",
-    "write_parquet",
+    "job_session",
+    "local_path",
+    "parse_confs",
+    "read_input",
     "run_main",
+    "write_parquet",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,17 +56,6 @@ def add_spark_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark configuration, repeatable"
     )
-
-
-def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--storage``, shared by the jobs that write embeddings (embed, enrich)."""
-    from user_spark.runtime.device import PRECISIONS
-    from user_spark.embedding.storage import STORAGES
-
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="auto (exact fp32 on CPU, fp16 on GPU), fast, fp32, fp16, bf16 or int8 (default: auto)")
-    parser.add_argument("--storage", default="float32", choices=STORAGES,
-                        help="float32 (array<float>) or float16 (binary, half the bytes) (default: float32)")
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +149,8 @@ def detect_format(path: str) -> str:
             return _EXTENSIONS[ext]
     if os.path.isdir(local) and candidates and all(c.startswith("part-") for c in candidates):
         return "parquet"  # Spark's own output without extensions
-    if not os.path.isdir(local) and "://" not in path and not any(ch in path for ch in "*?[") and not os.path.exists(local):
+    globbed = any(ch in path for ch in "*?[")
+    if not os.path.isdir(local) and "://" not in path and not globbed and not os.path.exists(local):
         raise OptionError(f"Input {path!r} does not exist")
     raise OptionError(f"Cannot tell the format of {path!r} from its file names; pass --input-format")
 
@@ -181,10 +175,38 @@ def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
     try:
         return reader.format(fmt).load(path)
     except AnalysisException as exc:
-        reason = str(exc).splitlines()[0]
-        if "PATH_NOT_FOUND" in reason:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if error_condition(exc) == "PATH_NOT_FOUND":
             raise OptionError(f"Input {path!r} does not exist ({reason})") from None
         raise OptionError(f"Cannot read {path!r} as {fmt}: {reason}") from None
+
+
+def local_path(path: str) -> str | None:
+    """The local filesystem path of ``path``, or ``None`` when it is on another filesystem (hdfs://, s3a://)."""
+    if path.startswith("file:"):
+        return path[len("file:") :]
+    return None if "://" in path else path
+
+
+def check_input_exists(path: str, fmt: str = "auto") -> None:
+    """Before Spark starts: a local input path (no glob, not a table name) must exist."""
+    local = local_path(path)
+    if fmt == "table" or local is None or any(ch in path for ch in "*?[{"):
+        return
+    if not os.path.exists(local):
+        raise OptionError(f"Input {path!r} does not exist")
+
+
+def check_outputs_free(paths: Sequence[str], mode: str) -> None:
+    """Before Spark starts: with ``--mode errorifexists``, no local output path may exist yet."""
+    if mode != "errorifexists":
+        return
+    for path in paths:
+        local = local_path(path)
+        if local is not None and os.path.exists(local):
+            raise OptionError(
+                f"Output {path!r} already exists; choose another --output, or pass --mode overwrite to replace it"
+            )
 
 
 def write_parquet(df: DataFrame, path: str, mode: str) -> None:
@@ -192,15 +214,24 @@ def write_parquet(df: DataFrame, path: str, mode: str) -> None:
     df.write.mode("error" if mode == "errorifexists" else mode).parquet(path)
 
 
-def run_main(main_body, argv: Sequence[str] | None, parser: argparse.ArgumentParser) -> int:
-    """Parse, configure logging, run ``main_body(args)``; a :class:`UserSparkError` becomes exit code 2."""
+def run_main(
+    main_body: Callable[[argparse.Namespace], int], argv: Sequence[str] | None, parser: argparse.ArgumentParser
+) -> int:
+    """Parse, configure logging, run ``main_body(args)``.
+
+    A :class:`UserSparkError` or a Spark ``AnalysisException`` (a path, table or column problem) becomes one
+    ``error:`` line on stderr and exit code 2, as argparse's own errors do.
+    """
+    from pyspark.errors import AnalysisException
+
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         return int(main_body(args) or 0)
     except UserSparkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AnalysisException as exc:
+        print(f"error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 2

@@ -22,9 +22,12 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasInputCols, HasOutputCol, HasOutputCols
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from user_spark.embedding.columns import column
+from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import OptionError
-from user_spark.model.source import DEFAULT_MODEL
 from user_spark.model.roles import DEFAULT_ROLE
+from user_spark.model.source import DEFAULT_MODEL
+from user_spark.runtime.settings import check_precision
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -33,7 +36,13 @@ __all__ = ["UserEmbedder"]
 
 
 class UserEmbedder(
-    Transformer, HasInputCol, HasInputCols, HasOutputCol, HasOutputCols, DefaultParamsReadable, DefaultParamsWritable
+    Transformer,
+    HasInputCol,
+    HasInputCols,
+    HasOutputCol,
+    HasOutputCols,
+    DefaultParamsReadable,  # type: ignore[type-arg]
+    DefaultParamsWritable,
 ):
     """Adds sentence embeddings of one or more text columns (see :func:`user_spark.with_embeddings`).
 
@@ -41,6 +50,8 @@ class UserEmbedder(
     ``role`` (for every column) or ``roles`` (one per input column); ``model``; ``batchTokens``; ``device``;
     ``precision``; ``outputType``: ``"array"`` (array<float>) or ``"vector"`` (an ml Vector, for Spark ML stages).
     """
+
+    _input_kwargs: dict[str, Any]  # set by @keyword_only
 
     model: Param[str] = Param(Params._dummy(), "model", "hub id, local folder or URI of the model",
                               typeConverter=TypeConverters.toString)
@@ -93,7 +104,9 @@ class UserEmbedder(
             outputs = [self.getOutputCol()]
         else:
             outputs = [f"{c}_embedding" for c in inputs]
-        roles = self.getOrDefault(self.roles) if self.isSet(self.roles) else [self.getOrDefault(self.role)] * len(inputs)
+        roles = (
+            self.getOrDefault(self.roles) if self.isSet(self.roles) else [self.getOrDefault(self.role)] * len(inputs)
+        )
         if not (len(inputs) == len(outputs) == len(roles)):
             raise OptionError(
                 f"UserEmbedder: {len(inputs)} input columns, {len(outputs)} output columns and {len(roles)} roles; "
@@ -104,23 +117,25 @@ class UserEmbedder(
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
 
-        from user_spark.embedding.udf import with_embeddings
+        from user_spark.embedding.frame import with_embeddings
 
         output_type = self.getOrDefault(self.outputType)
         if output_type not in ("array", "vector"):
             raise OptionError(f"outputType must be 'array' or 'vector', got {output_type!r}")
         inputs, outputs, roles = self._columns()
-        batch_tokens = self.getOrDefault(self.batchTokens) or None
+        options = EmbedOptions(
+            model=self.getOrDefault(self.model),
+            batch_tokens=self.getOrDefault(self.batchTokens) or None,
+            device=self.getOrDefault(self.device),
+            precision=check_precision(self.getOrDefault(self.precision)),
+        )
         result = with_embeddings(
             dataset,
-            dict(zip(inputs, roles)),
-            model=self.getOrDefault(self.model),
-            output_columns=dict(zip(inputs, outputs)),
-            batch_tokens=batch_tokens,
-            device=self.getOrDefault(self.device),
-            precision=self.getOrDefault(self.precision),
+            dict(zip(inputs, roles, strict=True)),
+            options=options,
+            output_columns=dict(zip(inputs, outputs, strict=True)),
         )
         if output_type == "vector":
             for name in outputs:
-                result = result.withColumn(name, array_to_vector(name))
+                result = result.withColumn(name, array_to_vector(column(name)))
         return result

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column
     from pyspark.sql.types import DataType
 
-__all__ = ["Storage", "STORAGES", "check_storage", "spark_type", "to_arrow", "to_python", "decode_float16"]
+__all__ = ["STORAGES", "Storage", "check_storage", "decode_float16", "spark_type", "to_arrow", "to_python"]
 
 Storage = Literal["float32", "float16"]
 STORAGES: tuple[str, ...] = ("float32", "float16")
@@ -131,26 +131,24 @@ def decode_float16(column: str | Column) -> Column:
 
     col = F.col(column) if isinstance(column, str) else column
     name = column if isinstance(column, str) else None
-    out = _decode_udf()(col)
+    out: Column = _decode_udf()(col)
     return out.alias(name) if name else out
 
 
 def _decode_udf() -> Any:
-    from user_spark.embedding.udf import has_arrow_udf
+    from user_spark.compat import has_arrow_udf, scalar_udf
 
-    # No type hints on the UDF bodies: pyspark would infer a UDF kind from them (see udf._make_udf).
+    # No type hints on the UDF bodies: pyspark would infer a UDF kind from them.
     if has_arrow_udf():
-        from pyspark.sql.functions import arrow_udf
 
         def decode(values):  # type: ignore[no-untyped-def]
             return float16_to_arrow_list(values)
 
-        return arrow_udf(decode, returnType=spark_type("float32"))
-    from pyspark.sql.functions import pandas_udf
+        return scalar_udf(decode, spark_type("float32"), arrow=True)
 
     def decode_pandas(values):  # type: ignore[no-untyped-def]
         import pyarrow as pa
 
         return float16_to_arrow_list(pa.array(values, type=pa.binary())).to_pandas()
 
-    return pandas_udf(decode_pandas, returnType=spark_type("float32"))  # type: ignore[call-overload]
+    return scalar_udf(decode_pandas, spark_type("float32"), arrow=False)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from user_spark.errors import RoleError
 
-__all__ = ["DEFAULT_PROMPTS", "DEFAULT_ROLE", "resolve_prompts", "prefix_for"]
+__all__ = ["DEFAULT_PROMPTS", "DEFAULT_ROLE", "prefix_for", "resolve_prompts"]
 
 DEFAULT_PROMPTS: Mapping[str, str] = {"query": "query: ", "passage": "passage: "}
 DEFAULT_ROLE = "query"

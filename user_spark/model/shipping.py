@@ -29,18 +29,27 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from user_spark.connect import is_connect, is_local_master, session_key, shares_driver_disk
+from user_spark.connect import is_connect, session_key, shares_driver_disk
 from user_spark.errors import ModelSourceError, OptionError
 from user_spark.model.source import classify_model_source, fetch_hub_model
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["ModelLocation", "Ship", "ship_model", "is_local_master"]
+__all__ = ["SHIPS", "ModelLocation", "Ship", "check_ship", "ship_model"]
 
 logger = logging.getLogger(__name__)
 
 Ship = Literal["auto", "always", "never"]
+SHIPS: tuple[Ship, ...] = ("auto", "always", "never")
+
+
+def check_ship(ship: str) -> Ship:
+    """``ship`` if it is ``auto``, ``always`` or ``never``, else an :class:`OptionError`."""
+    for known in SHIPS:
+        if ship == known:
+            return known
+    raise OptionError(f"ship must be one of {list(SHIPS)}, got {ship!r}")
 
 _lock = threading.Lock()
 _shipped: dict[tuple[str, str, str, str | None, bool], tuple[str, ModelLocation]] = {}
@@ -115,62 +124,63 @@ def ship_model(
     Raises:
         ModelSourceError: the model cannot be found or fetched.
     """
-    if ship not in ("auto", "always", "never"):
-        raise OptionError(f"ship must be 'auto', 'always' or 'never', got {ship!r}")
+    check_ship(ship)
     source = classify_model_source(model)
-    connect = is_connect(spark)
     key = (session_key(spark), source.location, ship, revision, allow_pickle)
     with _lock:
-        if key in _shipped:
-            return _shipped[key]
-
-        if source.kind == "remote":
-            if ship == "never":
-                raise OptionError(
-                    f"ship='never' needs a path every machine can read, not a URI ({model!r}); use the mount path "
-                    "(e.g. /dbfs/... or /Volumes/...) or let user_spark ship the folder"
-                )
-            if connect:
-                raise ModelSourceError(
-                    f"Over Spark Connect user_spark cannot have {model!r} copied to the executors (there is no "
-                    "SparkContext.addFile). Pass a path every executor can read with ship='never' (on Databricks "
-                    "the Volume path: /Volumes/<catalog>/<schema>/<volume>/USER-base), or a local folder or hub "
-                    "id, which user_spark uploads with spark.addArtifacts."
-                )
-            name = os.path.basename(source.location.rstrip("/"))
-            sc = spark.sparkContext
-            try:
-                sc.addFile(source.location, recursive=True)
-            except Exception as exc:
-                raise ModelSourceError(f"Spark cannot read the model folder {model!r}: {exc}") from None
-            from pyspark import SparkFiles
-
-            result = (SparkFiles.get(name), ModelLocation("spark_files", name))
-        else:
-            folder = (
-                fetch_hub_model(source.location, revision=revision, allow_pickle=allow_pickle)
-                if source.kind == "hub"
-                else source.location
-            )
-            copy = ship == "always" or (ship == "auto" and not shares_driver_disk(spark))
-            if not copy:
-                result = (folder, ModelLocation("path", folder))
+        if key not in _shipped:
+            if source.kind == "remote":
+                _shipped[key] = _ship_uri(spark, source.location, ship)
             else:
-                archive = _pack(folder)
-                name = os.path.basename(archive)
-                logger.info("Shipping model folder %s to executors as %s", folder, name)
-                if connect:
-                    try:
-                        spark.addArtifacts(archive, archive=True)
-                    except Exception as exc:  # a server may cap or refuse artifacts; say what avoids the upload
-                        raise ModelSourceError(
-                            f"The Spark Connect server did not accept the model folder {folder!r} as an artifact "
-                            f"({(str(exc).splitlines() or [type(exc).__name__])[0]}). Put the folder where every executor can read it (on "
-                            "Databricks a Volume: /Volumes/<catalog>/<schema>/<volume>/USER-base) and pass "
-                            "ship='never'."
-                        ) from exc
-                else:
-                    spark.sparkContext.addArchive(archive)
-                result = (folder, ModelLocation("spark_files", name))
-        _shipped[key] = result
-        return result
+                folder = (
+                    fetch_hub_model(source.location, revision=revision, allow_pickle=allow_pickle)
+                    if source.kind == "hub"
+                    else source.location
+                )
+                _shipped[key] = _ship_folder(spark, folder, ship)
+        return _shipped[key]
+
+
+def _ship_uri(spark: SparkSession, uri: str, ship: Ship) -> tuple[str, ModelLocation]:
+    """A folder on a Hadoop-compatible filesystem, copied to the driver and every executor by ``addFile``."""
+    if ship == "never":
+        raise OptionError(
+            f"ship='never' needs a path every machine can read, not a URI ({uri!r}); use the mount path "
+            "(e.g. /dbfs/... or /Volumes/...) or let user_spark ship the folder"
+        )
+    if is_connect(spark):
+        raise ModelSourceError(
+            f"Over Spark Connect user_spark cannot have {uri!r} copied to the executors (there is no "
+            "SparkContext.addFile). Pass a path every executor can read with ship='never' (on Databricks "
+            "the Volume path: /Volumes/<catalog>/<schema>/<volume>/USER-base), or a local folder or hub "
+            "id, which user_spark uploads with spark.addArtifacts."
+        )
+    from pyspark import SparkFiles
+
+    name = os.path.basename(uri.rstrip("/"))
+    try:
+        spark.sparkContext.addFile(uri, recursive=True)
+    except Exception as exc:  # Py4J wraps the filesystem's error (no such path, no permission, no scheme)
+        raise ModelSourceError(f"Spark cannot read the model folder {uri!r}: {exc}") from None
+    return SparkFiles.get(name), ModelLocation("spark_files", name)
+
+
+def _ship_folder(spark: SparkSession, folder: str, ship: Ship) -> tuple[str, ModelLocation]:
+    """A folder on the driver's disk: used in place, or packed and added as an archive (an artifact over Connect)."""
+    if not (ship == "always" or (ship == "auto" and not shares_driver_disk(spark))):
+        return folder, ModelLocation("path", folder)
+    archive = _pack(folder)
+    name = os.path.basename(archive)
+    logger.info("Shipping model folder %s to executors as %s", folder, name)
+    if not is_connect(spark):
+        spark.sparkContext.addArchive(archive)
+        return folder, ModelLocation("spark_files", name)
+    try:
+        spark.addArtifacts(archive, archive=True)
+    except Exception as exc:  # a server may cap or refuse artifacts; say what avoids the upload
+        raise ModelSourceError(
+            f"The Spark Connect server did not accept the model folder {folder!r} as an artifact "
+            f"({(str(exc).splitlines() or [type(exc).__name__])[0]}). Put the folder where every executor can "
+            "read it (on Databricks a Volume: /Volumes/<catalog>/<schema>/<volume>/USER-base) and pass ship='never'."
+        ) from exc
+    return folder, ModelLocation("spark_files", name)

@@ -65,10 +65,13 @@ def classify_model_source(model: str) -> ModelSource:
         return ModelSource("local", os.path.abspath(expanded))
     if os.path.exists(expanded):
         raise ModelSourceError(f"{model!r} is a file; pass the model's folder")
-    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+    # A relative path whose parent folder exists here ("models/USER-base" next to a "models" folder) is a
+    # folder the user meant, not a hub repo of the organisation "models".
+    parent = os.path.dirname(expanded)
+    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model) or (parent and os.path.isdir(parent)):
         raise ModelSourceError(
-            f"Model folder {model!r} does not exist. Pass an existing folder, a URI Spark can read "
-            "(hdfs://, s3a://, dbfs:/, file:), or a Hugging Face hub id such as 'deepvk/USER-base'."
+            f"No such folder: {os.path.abspath(expanded)} (model={model!r}). Pass an existing folder, a URI Spark "
+            "can read (hdfs://, s3a://, dbfs:/, file:), or a Hugging Face hub id such as 'deepvk/USER-base'."
         )
     return ModelSource("hub", model)
 

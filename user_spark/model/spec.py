@@ -19,7 +19,7 @@ from typing import Any
 from user_spark.errors import ModelSourceError
 from user_spark.model.roles import resolve_prompts
 
-__all__ = ["ModelSpec", "read_model_spec", "POOLING_MODES"]
+__all__ = ["POOLING_MODES", "ModelSpec", "read_model_spec"]
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _LEGACY_POOLING_KEYS = {
@@ -155,7 +155,7 @@ def _check_safetensors(path: str) -> dict[str, Any]:
             f"{path} is truncated: {size} bytes on disk, its header describes {expected}. "
             "The copy was interrupted; copy the file again."
         )
-    return header
+    return dict(header)
 
 
 def _check_weights_match_config(folder: str, weights: tuple[str, ...], config: Mapping[str, Any]) -> None:
@@ -168,8 +168,7 @@ def _check_weights_match_config(folder: str, weights: tuple[str, ...], config: M
         for key, tensor in header.items():
             if key == "__metadata__":
                 continue
-            if key.endswith("word_embeddings.weight") and vocab and hidden:
-                if list(tensor["shape"]) != [vocab, hidden]:
+            if key.endswith("word_embeddings.weight") and vocab and hidden and list(tensor["shape"]) != [vocab, hidden]:
                     raise ModelSourceError(
                         f"{path}: {key} has shape {tensor['shape']} but config.json says vocab_size={vocab}, "
                         f"hidden_size={hidden}; the config does not belong to these weights"
@@ -183,6 +182,68 @@ def _check_weights_match_config(folder: str, weights: tuple[str, ...], config: M
         raise ModelSourceError(
             f"{folder}: the weights hold {max_layer + 1} layers but config.json says num_hidden_layers={layers}; "
             "the config does not belong to these weights"
+        )
+
+
+def _modules(folder: str) -> tuple[str, str | None, bool]:
+    """``(transformer folder, pooling folder or None, normalize)`` from ``modules.json`` (none: a plain folder)."""
+    modules_path = os.path.join(folder, "modules.json")
+    transformer_dir, pooling_dir, normalize = folder, None, False
+    if not os.path.exists(modules_path):
+        return transformer_dir, pooling_dir, normalize
+    kinds: list[str] = []
+    for module in _read_json(modules_path):
+        kind = _module_kind(module.get("type", ""))
+        kinds.append(kind)
+        sub = os.path.join(folder, module.get("path", ""))
+        if kind == "Transformer":
+            transformer_dir = sub
+        elif kind == "Pooling":
+            pooling_dir = sub
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise ModelSourceError(
+                f"{modules_path} lists a {module.get('type')} module, which user_spark does not run; "
+                "supported: Transformer, Pooling, Normalize"
+            )
+    if kinds[:1] != ["Transformer"]:
+        raise ModelSourceError(f"{modules_path} must start with a Transformer module; found {kinds}")
+    return transformer_dir, pooling_dir, normalize
+
+
+def _pooling(pooling_dir: str | None, hidden: int) -> tuple[tuple[str, ...], bool, int]:
+    """``(modes, include_prompt, token embedding width)`` of the Pooling module."""
+    if pooling_dir is None:
+        # A plain Hugging Face folder: sentence-transformers wraps it with mean pooling and no normalisation.
+        return ("mean",), True, hidden
+    pool_cfg_path = os.path.join(pooling_dir, "config.json")
+    if not os.path.exists(pool_cfg_path):
+        raise ModelSourceError(f"modules.json names a Pooling module but {pool_cfg_path} is missing")
+    pool_cfg = _read_json(pool_cfg_path)
+    modes, include_prompt = _pooling_from_config(pool_cfg, pool_cfg_path)
+    width = int(pool_cfg.get("word_embedding_dimension") or pool_cfg.get("embedding_dimension") or hidden)
+    return modes, include_prompt, width
+
+
+def _max_seq_length(transformer_dir: str, sbert: Mapping[str, Any], config: Mapping[str, Any]) -> int:
+    """sentence-transformers' ``max_seq_length``, else the tokenizer's and the model's limit, else 512."""
+    max_len = sbert.get("max_seq_length")
+    if max_len is not None:
+        return int(max_len)
+    tok_cfg_path = os.path.join(transformer_dir, "tokenizer_config.json")
+    tok_cfg = _read_json(tok_cfg_path) if os.path.exists(tok_cfg_path) else {}
+    candidates = [v for v in (tok_cfg.get("model_max_length"), config.get("max_position_embeddings"))
+                  if isinstance(v, int) and 0 < v < 1_000_000]
+    return min(candidates) if candidates else 512
+
+
+def _check_tokenizer(transformer_dir: str) -> None:
+    names = set(os.listdir(transformer_dir))
+    if not any(all(f in names for f in group) for group in _TOKENIZER_FILE_SETS):
+        raise ModelSourceError(
+            f"No tokenizer in {transformer_dir}: expected tokenizer.json (or vocab.json + merges.txt, vocab.txt, "
+            f"a sentencepiece model); found {sorted(names)}"
         )
 
 
@@ -213,27 +274,7 @@ def read_model_spec(
     """
     if not os.path.isdir(folder):
         raise ModelSourceError(f"Model folder {folder!r} does not exist or is not a directory")
-    modules_path = os.path.join(folder, "modules.json")
-    transformer_dir, pooling_dir, normalize = folder, None, False
-    if os.path.exists(modules_path):
-        kinds: list[str] = []
-        for module in _read_json(modules_path):
-            kind = _module_kind(module.get("type", ""))
-            kinds.append(kind)
-            sub = os.path.join(folder, module.get("path", ""))
-            if kind == "Transformer":
-                transformer_dir = sub
-            elif kind == "Pooling":
-                pooling_dir = sub
-            elif kind == "Normalize":
-                normalize = True
-            else:
-                raise ModelSourceError(
-                    f"{modules_path} lists a {module.get('type')} module, which user_spark does not run; "
-                    "supported: Transformer, Pooling, Normalize"
-                )
-        if kinds[:1] != ["Transformer"]:
-            raise ModelSourceError(f"{modules_path} must start with a Transformer module; found {kinds}")
+    transformer_dir, pooling_dir, normalize = _modules(folder)
     config_path = os.path.join(transformer_dir, "config.json")
     if not os.path.exists(config_path):
         raise ModelSourceError(
@@ -241,37 +282,12 @@ def read_model_spec(
         )
     config = _read_json(config_path)
     hidden = int(config.get("hidden_size") or config.get("d_model") or 0)
-
-    if pooling_dir is not None:
-        pool_cfg_path = os.path.join(pooling_dir, "config.json")
-        if not os.path.exists(pool_cfg_path):
-            raise ModelSourceError(f"modules.json names a Pooling module but {pool_cfg_path} is missing")
-        pool_cfg = _read_json(pool_cfg_path)
-        modes, include_prompt = _pooling_from_config(pool_cfg, pool_cfg_path)
-        hidden = int(pool_cfg.get("word_embedding_dimension") or pool_cfg.get("embedding_dimension") or hidden)
-    else:
-        # A plain Hugging Face folder: sentence-transformers wraps it with mean pooling and no normalisation.
-        modes, include_prompt = ("mean",), True
-
+    modes, include_prompt, hidden = _pooling(pooling_dir, hidden)
     sbert_path = os.path.join(transformer_dir, "sentence_bert_config.json")
     sbert = _read_json(sbert_path) if os.path.exists(sbert_path) else {}
-    max_len = sbert.get("max_seq_length")
-    if max_len is None:
-        tok_cfg_path = os.path.join(transformer_dir, "tokenizer_config.json")
-        tok_cfg = _read_json(tok_cfg_path) if os.path.exists(tok_cfg_path) else {}
-        candidates = [v for v in (tok_cfg.get("model_max_length"), config.get("max_position_embeddings"))
-                      if isinstance(v, int) and 0 < v < 1_000_000]
-        max_len = min(candidates) if candidates else 512
-
     st_cfg_path = os.path.join(folder, "config_sentence_transformers.json")
     st_cfg = _read_json(st_cfg_path) if os.path.exists(st_cfg_path) else {}
-
-    names = set(os.listdir(transformer_dir))
-    if not any(all(f in names for f in group) for group in _TOKENIZER_FILE_SETS):
-        raise ModelSourceError(
-            f"No tokenizer in {transformer_dir}: expected tokenizer.json (or vocab.json + merges.txt, vocab.txt, "
-            f"a sentencepiece model); found {sorted(names)}"
-        )
+    _check_tokenizer(transformer_dir)
     weights, uses_pickle = _find_weights(transformer_dir, allow_pickle)
     if check_weights and not uses_pickle:
         _check_weights_match_config(transformer_dir, weights, config)
@@ -281,7 +297,7 @@ def read_model_spec(
         transformer_subdir="" if rel == "." else rel,
         model_type=str(config.get("model_type", "")),
         hidden_size=hidden,
-        max_seq_length=int(max_len),
+        max_seq_length=_max_seq_length(transformer_dir, sbert, config),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
         pooling_modes=modes,
         include_prompt=include_prompt,

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["unit_rows", "sort_by_id", "block_topk", "threshold_pairs", "blocks_forest"]
+__all__ = ["block_topk", "blocks_forest", "sort_by_id", "threshold_pairs", "unit_rows"]
 
 CHUNK_ROWS = 1024
 SMALL_BLOCK = 64  # blocks up to this many rows are scored together, by size, in one batched matmul

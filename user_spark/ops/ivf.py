@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["spherical_kmeans", "nearest_lists", "default_nlist", "default_nprobe"]
+__all__ = ["default_nlist", "default_nprobe", "nearest_lists", "spherical_kmeans"]
 
 
 def default_nlist(n_right: int) -> int:
@@ -56,7 +56,7 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, iterations: 
             new[empty] = vectors[far]
             best[far] = np.inf
         norms = np.linalg.norm(new, axis=1, keepdims=True)
-        new = new / np.where(norms > 0, norms, 1.0)
+        new = (new / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         if np.allclose(new, centroids, atol=1e-6):
             centroids = new.astype(np.float32)
             break

@@ -13,14 +13,15 @@ import math
 
 import numpy as np
 
-__all__ = ["collision_probability", "candidate_probability", "choose_bands", "hyperplanes", "band_keys"]
+__all__ = ["band_keys", "candidate_probability", "choose_bands", "collision_probability", "hyperplanes"]
 
 MAX_ROWS_PER_BAND = 62  # bits packed into one non-negative int64
 
 
 def collision_probability(cosine: float | np.ndarray) -> float | np.ndarray:
     """Probability that one random hyperplane does not separate two vectors with this cosine."""
-    return 1.0 - np.arccos(np.clip(cosine, -1.0, 1.0)) / math.pi
+    result: float | np.ndarray = 1.0 - np.arccos(np.clip(cosine, -1.0, 1.0)) / math.pi
+    return result
 
 
 def candidate_probability(cosine: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
@@ -91,4 +92,5 @@ def band_keys(vectors: np.ndarray, planes: np.ndarray, bands: int, rows: int) ->
         raise ValueError(f"rows per band must be in [1, {MAX_ROWS_PER_BAND}], got {rows}")
     bits = (vectors @ planes[:, : bands * rows]) >= 0.0
     weights = np.left_shift(np.int64(1), np.arange(rows, dtype=np.int64))
-    return bits.reshape(len(vectors), bands, rows).astype(np.int64) @ weights
+    keys: np.ndarray = bits.reshape(len(vectors), bands, rows).astype(np.int64) @ weights
+    return keys

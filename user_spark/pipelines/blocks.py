@@ -12,15 +12,20 @@ small: they stream through an Arrow UDF, many blocks per call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from user_spark.pipelines.frames import one_row, shuffle_partitions_setting
 from user_spark.pipelines.vectors import ID, VEC
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
-__all__ = ["BUCKET", "topk_join", "bucket_pairs", "merge_topk"]
+__all__ = ["BUCKET", "bucket_pairs", "merge_topk", "topk_join"]
 
 BUCKET = "_bucket"
 _LSUB, _RSUB, _NL, _NR = "_lsub", "_rsub", "_nl", "_nr"
@@ -43,7 +48,7 @@ def shuffle_partitions(spark: SparkSession, rows: int, row_bytes: int) -> int | 
     >>> shuffle_partitions(spark, 245_000_000, 48)  # doctest: +SKIP
     88
     """
-    default = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    default = shuffle_partitions_setting(spark)
     want = -(-rows * row_bytes // PARTITION_BYTES)
     return int(want) if want > default else None
 
@@ -60,15 +65,31 @@ def _sub(block_count: Column, salt: int) -> Column:
     return F.pmod(F.xxhash64(F.col(ID), F.lit(salt)), block_count).cast("int")
 
 
-def _stack(pdf):  # type: ignore[no-untyped-def]
+def _stack(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
     from user_spark.ops.blocks import sort_by_id, unit_rows
 
-    ids = pdf[ID].to_numpy()
-    vecs = unit_rows(pdf[VEC].tolist())
-    ids, vecs = sort_by_id(ids, vecs)
+    ids, vecs = sort_by_id(pdf[ID].to_numpy(), unit_rows(pdf[VEC].tolist()))
     return np.asarray(ids), vecs
+
+
+def _columns(batch: pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """An Arrow batch of ``names`` and a vector column as numpy arrays (``VEC``: one ``(rows, dim)`` matrix).
+
+    Raises:
+        ValueError: vectors of different lengths.
+    """
+    import numpy as np
+
+    vec = batch.column(VEC)
+    flat = vec.flatten().to_numpy(zero_copy_only=False)
+    dim = len(flat) // max(batch.num_rows, 1)
+    if dim * batch.num_rows != len(flat) or np.any(np.diff(vec.offsets.to_numpy()) != dim):
+        raise ValueError("embedding vectors have different lengths; all must be equally long")
+    cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in names}
+    cols[VEC] = flat.reshape(batch.num_rows, dim)
+    return cols
 
 
 def topk_join(
@@ -115,14 +136,19 @@ def topk_join(
     ])
 
     def pair_topk(lpdf: pd.DataFrame, rpdf: pd.DataFrame) -> pd.DataFrame:
+        import numpy as np
+
         from user_spark.ops.blocks import block_topk
 
         if lpdf.empty or rpdf.empty:
-            return pd.DataFrame({"_lid": lpdf[ID][:0], "_rid": rpdf[ID][:0], "_score": pd.Series([], dtype="float32")})
+            empty: pd.DataFrame = pd.DataFrame({"_lid": lpdf[ID][:0], "_rid": rpdf[ID][:0]})
+            empty["_score"] = np.zeros(0, dtype=np.float32)
+            return empty
         lids, lvecs = _stack(lpdf)
         rids, rvecs = _stack(rpdf)
         a, b, s = block_topk(lids, lvecs, rids, rvecs, k, min_score=min_score, exclude_same_id=exclude_same_id)
-        return pd.DataFrame({"_lid": a, "_rid": b, "_score": s})
+        found: pd.DataFrame = pd.DataFrame({"_lid": a, "_rid": b, "_score": s})
+        return found
 
     keys = [BUCKET, _LSUB, _RSUB]
     return lx.groupBy(*keys).cogroup(rx.groupBy(*keys)).applyInPandas(pair_topk, schema)
@@ -136,12 +162,11 @@ def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -
     from pyspark.sql import functions as F
 
     best = candidates.groupBy("_lid").agg(
-        F.slice(F.sort_array(F.collect_list(F.struct((-F.col("_score")).alias("neg"), F.col("_rid").alias("rid")))), 1, k)
-        .alias("_best")
+        F.slice(
+            F.sort_array(F.collect_list(F.struct((-F.col("_score")).alias("neg"), F.col("_rid").alias("rid")))), 1, k
+        ).alias("_best")
     )
-    return best.select(
-        F.col("_lid").alias(left_name), F.posexplode("_best").alias("_pos", "_c")
-    ).select(
+    return best.select(F.col("_lid").alias(left_name), F.posexplode("_best").alias("_pos", "_c")).select(
         left_name,
         F.col("_c.rid").alias(right_name),
         (-F.col("_c.neg")).cast("float").alias("score"),
@@ -187,73 +212,39 @@ def bucket_pairs(
     # A window count, not counts joined back: one shuffle of the signatures, and the UDF that makes them runs once.
     counted = signatures.withColumn(_NL, F.count(F.lit(1)).over(Window.partitionBy(BUCKET)))
     shared = (
-        counted.where(F.col(_NL) > 1).select(ID, BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL))
+        counted.where(F.col(_NL) > 1)
+        .select(ID, BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL))
         .localCheckpoint(eager=True)
     )
     # every row of a bucket cut into n sub-blocks is copied n times (once per block it meets)
-    copies = shared.select(F.sum(_NL)).first()[0] or 0
+    copies = one_row(shared.select(F.sum(_NL)))[0] or 0
     first = vectors.select(F.size(VEC)).first() if copies else None
     parts = shuffle_partitions(spark, copies, 4 * first[0] + 64) if first else None
     keys = [BUCKET, _LSUB, _RSUB]
     spread = shared.join(vectors, ID).withColumn("_s", _sub(F.col(_NL), 3))
-    keyed = (
-        spread.withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
-        .select(BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC)
-        .repartition(*([parts] if parts else []), *keys)
-        # by id within each side too: a float32 score depends on where its rows sit in the GEMM, so shuffle
-        # order could flip a pair within an ulp of the threshold between runs
-        .sortWithinPartitions(*keys, "_s", ID)
+    copied = spread.withColumn("_t", F.explode(F.sequence(F.lit(0), F.col(_NL) - 1))).select(
+        BUCKET, F.least("_s", "_t").alias(_LSUB), F.greatest("_s", "_t").alias(_RSUB), "_s", ID, VEC
+    )
+    # by id within each side too: a float32 score depends on where its rows sit in the GEMM, so shuffle
+    # order could flip a pair within an ulp of the threshold between runs
+    keyed = (copied.repartition(parts, *keys) if parts else copied.repartition(*keys)).sortWithinPartitions(
+        *keys, "_s", ID
     )
     schema = StructType([StructField("src", id_type, False), StructField("dst", id_type, False)])
     arrow_id = to_arrow_type(id_type)
 
     def edges(batches):  # type: ignore[no-untyped-def]
-        import numpy as np
         import pyarrow as pa
 
         from user_spark.ops.blocks import blocks_forest, unit_rows
+        from user_spark.ops.streams import block_bounds, whole_blocks
 
-        def emit(cols: dict, stop: int):  # type: ignore[no-untyped-def]
-            if stop == 0:
-                return
-            block = np.flatnonzero(
-                (np.diff(cols[BUCKET][:stop]) != 0) | (np.diff(cols[_LSUB][:stop]) != 0)
-                | (np.diff(cols[_RSUB][:stop]) != 0)
-            ) + 1
-            starts = np.r_[0, block]
-            lsub, rsub, side = cols[_LSUB][starts], cols[_RSUB][starts], cols["_s"]
-            # two-sided blocks: rows are sorted by side, so the right side starts at the first row of side rsub
-            ends = np.append(starts[1:], stop)
-            splits = np.full(len(starts), -1, dtype=np.int64)
-            for b in np.flatnonzero(lsub != rsub):
-                splits[b] = starts[b] + np.searchsorted(side[starts[b] : ends[b]], rsub[b])
-            roots, members = blocks_forest(cols[ID][:stop], unit_rows(cols[VEC][:stop]), starts, splits, threshold)
+        for cols in whole_blocks((_columns(b, [*keys, "_s", ID]) for b in batches), keys):
+            starts, splits = block_bounds(cols[BUCKET], cols[_LSUB], cols[_RSUB], cols["_s"])
+            roots, members = blocks_forest(cols[ID], unit_rows(cols[VEC]), starts, splits, threshold)
             if len(roots):
                 yield pa.RecordBatch.from_arrays(
                     [pa.array(roots, type=arrow_id), pa.array(members, type=arrow_id)], names=["src", "dst"]
                 )
-
-        pending: dict | None = None
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            vec = batch.column(VEC)
-            flat = vec.flatten().to_numpy(zero_copy_only=False)
-            dim = len(flat) // batch.num_rows
-            if dim * batch.num_rows != len(flat) or np.any(np.diff(vec.offsets.to_numpy()) != dim):
-                raise ValueError("embedding vectors have different lengths; all must be equally long")
-            cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in (*keys, "_s", ID)}
-            cols[VEC] = flat.reshape(batch.num_rows, dim)
-            if pending is not None:
-                cols = {name: np.concatenate([pending[name], cols[name]]) for name in cols}
-            in_last = np.ones(len(cols[ID]), dtype=bool)
-            for k in keys:
-                in_last &= cols[k] == cols[k][-1]
-            before = np.flatnonzero(~in_last)
-            last = int(before[-1]) + 1 if len(before) else 0
-            yield from emit(cols, last)  # every block but the last, which may go on in the next batch
-            pending = {name: col[last:].copy() for name, col in cols.items()}  # a copy frees the batch
-        if pending is not None:
-            yield from emit(pending, len(pending[ID]))
 
     return keyed.mapInArrow(edges, schema).dropDuplicates(["src", "dst"])

@@ -12,9 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from user_spark.embedding.columns import check_text_column
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import OptionError
-from user_spark.embedding.udf import check_text_column
-from user_spark.pipelines.vectors import ID, VEC, check_id_column, check_unique_ids, vector_frame
+from user_spark.pipelines.frames import shuffle_partitions_setting
+from user_spark.pipelines.vectors import (
+    ID,
+    VEC,
+    check_id_column,
+    check_unique_ids,
+    hash_sample,
+    require_vectors,
+    vector_frame,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,6 +104,57 @@ def _assign(vectors: DataFrame, centroids: np.ndarray, id_col: str, id_type: Any
     return vectors.mapInPandas(nearest, schema)
 
 
+def _features(vecs: DataFrame, parts: int) -> DataFrame:
+    """``(_id, _vec, _features)`` laid out the same whatever the input's partitioning, checkpointed once."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    return (
+        vecs.repartition(parts, ID).sortWithinPartitions(ID)
+        .select(ID, VEC, array_to_vector(F.col(VEC)).alias("_features"))
+        .localCheckpoint(eager=True)
+    )
+
+
+def _choose_k(
+    features: DataFrame, ks: list[int], seed: int, max_iter: int, sample_rows: int
+) -> tuple[int, dict[int, float]]:
+    """The k of best silhouette on a sample (ties to the smaller k), and every k's silhouette."""
+    if len(ks) == 1:
+        return ks[0], {}
+    n = features.count()
+    if n < max(ks):
+        raise OptionError(f"k up to {max(ks)} needs at least that many rows with vectors, got {n}")
+    sample = hash_sample(features, ID, min(1.0, sample_rows / n), seed).localCheckpoint(eager=True)
+    silhouettes: dict[int, float] = {}
+    for kk in ks:
+        silhouettes[kk] = _silhouette(_fit(sample, kk, seed, max_iter), sample)
+        logger.info("k=%d: silhouette %.4f on the sample", kk, silhouettes[kk])
+    return max(ks, key=lambda kk: (silhouettes[kk], -kk)), silhouettes
+
+
+def _cluster_summary(assignments: DataFrame, df: DataFrame, id_col: str, text_col: str | None, top_n: int) -> DataFrame:
+    """One row per cluster: size, mean similarity, and the ``top_n`` texts (or ids) nearest its centroid."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    sizes = assignments.groupBy("cluster_id").agg(
+        F.count(F.lit(1)).alias("size"), F.avg("similarity").alias("mean_similarity")
+    )
+    order = Window.partitionBy("cluster_id").orderBy(F.col("similarity").desc(), F.col(id_col).asc())
+    top = assignments.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= top_n)
+    label = F.col(id_col).cast("string")
+    if text_col is not None:
+        top = top.join(df.select(id_col, text_col), id_col)
+        label = F.coalesce(F.col(text_col), label)
+    nearest = top.groupBy("cluster_id").agg(
+        F.transform(F.sort_array(F.collect_list(F.struct(F.col("_rank"), label.alias("t")))), lambda s: s["t"]).alias(
+            "nearest"
+        )
+    )
+    return sizes.join(nearest, "cluster_id", "left").orderBy("cluster_id")
+
+
 def cluster(
     df: DataFrame,
     *,
@@ -107,7 +169,8 @@ def cluster(
     partitions: int | None = None,
     model: str | None = None,
     check_ids: bool = True,
-    embed_options: Mapping[str, Any] | None = None,
+    embed_options: EmbedOptions | Mapping[str, Any] | None = None,
+    metrics: EmbedMetrics | None = None,
 ) -> ClusterResult:
     """k-means (cosine) over the embeddings of ``df``.
 
@@ -122,9 +185,10 @@ def cluster(
         top_n: texts per cluster in ``summary.nearest``.
         partitions: partitions of the k-means input (default ``spark.sql.shuffle.partitions``); part of what
             makes a seeded run reproducible, so keep it fixed between runs you compare.
-        model: model for ``text_col`` (default ``deepvk/USER-base``).
+        model: model for ``text_col`` (default ``deepvk/USER-base``); overrides ``embed_options.model``.
         check_ids: check ids are unique and not null (one pass over the id column).
-        embed_options: other :func:`user_spark.with_embeddings` options.
+        embed_options: an :class:`~user_spark.EmbedOptions` for embedding ``text_col``.
+        metrics: counters of the texts embedded.
 
     Returns:
         :class:`ClusterResult` (``assignments``, ``summary``, ``k``, ``centroids``, ``silhouettes``).
@@ -137,66 +201,31 @@ def cluster(
     >>> res.summary       # DataFrame[cluster_id: int, size: bigint, mean_similarity: double, nearest: array<string>]
     """
     import numpy as np
-    from pyspark.ml.functions import array_to_vector
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     ks = _ks(k)
     if top_n < 0 or sample_rows < 10 or max_iter < 1:
         raise OptionError(f"need top_n >= 0, sample_rows >= 10, max_iter >= 1; got {top_n}, {sample_rows}, {max_iter}")
-    if text_col is None and embedding_col is None:
-        raise OptionError("cluster needs text_col= (to embed) or embedding_col= (your vectors)")
+    require_vectors(text_col, embedding_col, "cluster")
+    options = coerce_options(embed_options, model=model).replace(role="query")
     check_id_column(df, id_col)
     if text_col is not None:
         check_text_column(df, text_col)
     if check_ids:
         check_unique_ids(df, id_col)
-    spark = df.sparkSession
-    parts = partitions or int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
-    vecs = vector_frame(
-        df, id_col, text_col=text_col if embedding_col is None else None, embedding_col=embedding_col,
-        role="query", model=model, embed_options=embed_options,
-    )
-    features = (
-        vecs.repartition(parts, ID).sortWithinPartitions(ID)
-        .select(ID, VEC, array_to_vector(VEC).alias("_features"))
-        .localCheckpoint(eager=True)
-    )
-    silhouettes: dict[int, float] = {}
-    if len(ks) > 1:
-        n = features.count()
-        if n < max(ks):
-            raise OptionError(f"k up to {max(ks)} needs at least that many rows with vectors, got {n}")
-        fraction = min(1.0, sample_rows / n)
-        sample = features.where(F.pmod(F.xxhash64(ID, F.lit(seed)), F.lit(1 << 20)) < int(fraction * (1 << 20)))
-        sample = sample.localCheckpoint(eager=True)
-        for kk in ks:
-            silhouettes[kk] = _silhouette(_fit(sample, kk, seed, max_iter), sample)
-            logger.info("k=%d: silhouette %.4f on the sample", kk, silhouettes[kk])
-        chosen = max(ks, key=lambda kk: (silhouettes[kk], -kk))
-    else:
-        chosen = ks[0]
+    parts = partitions or shuffle_partitions_setting(df.sparkSession)
+    vecs = vector_frame(df, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
+    features = _features(vecs, parts)
+    chosen, silhouettes = _choose_k(features, ks, seed, max_iter, sample_rows)
     fitted = _fit(features, chosen, seed, max_iter)
     centroids = np.stack([np.asarray(c, dtype=np.float32) for c in fitted.clusterCenters()])
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-
     id_type = df.schema[id_col].dataType
     assignments = _assign(features.select(ID, VEC), centroids, id_col, id_type).localCheckpoint(eager=True)
-    sizes = assignments.groupBy("cluster_id").agg(
-        F.count(F.lit(1)).alias("size"), F.avg("similarity").alias("mean_similarity")
-    )
-    order = Window.partitionBy("cluster_id").orderBy(F.col("similarity").desc(), F.col(id_col).asc())
-    top = assignments.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= top_n)
-    label = F.col(id_col).cast("string")
-    if text_col is not None:
-        top = top.join(df.select(id_col, text_col), id_col)
-        label = F.coalesce(F.col(text_col), label)
-    nearest = top.groupBy("cluster_id").agg(
-        F.transform(F.sort_array(F.collect_list(F.struct(F.col("_rank"), label.alias("t")))), lambda s: s["t"])
-        .alias("nearest")
-    )
-    summary = sizes.join(nearest, "cluster_id", "left").orderBy("cluster_id")
     return ClusterResult(
-        assignments=assignments, summary=summary, k=chosen, centroids=centroids, silhouettes=silhouettes,
+        assignments=assignments,
+        summary=_cluster_summary(assignments, df, id_col, text_col, top_n),
+        k=chosen,
+        centroids=centroids,
+        silhouettes=silhouettes,
         vectors=features.select(ID, VEC),
     )

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from user_spark.errors import UserSparkError
+from user_spark.pipelines.frames import one_row
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -52,7 +53,9 @@ def small_star(edges: DataFrame) -> DataFrame:
 def _fingerprint(edges: DataFrame) -> tuple[int, int]:
     from pyspark.sql import functions as F
 
-    row = edges.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64("src", "dst").cast("decimal(38,0)")).alias("h")).first()
+    row = one_row(edges.agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64("src", "dst").cast("decimal(38,0)")).alias("h")
+    ))
     return int(row["n"]), int(row["h"] or 0)
 
 

@@ -18,15 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from user_spark.embedding.columns import check_text_column
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
 from user_spark.ops.lsh import MAX_ROWS_PER_BAND, choose_bands
-from user_spark.embedding.udf import check_text_column
-from user_spark.pipelines.vectors import ID, VEC, check_id_column, check_unique_ids, vector_frame
+from user_spark.pipelines.vectors import ID, VEC, check_id_column, check_unique_ids, require_vectors, vector_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType
 
-__all__ = ["DedupResult", "dedup", "DEFAULT_THRESHOLD"]
+__all__ = ["DEFAULT_THRESHOLD", "DedupResult", "dedup"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,62 +46,38 @@ class DedupResult:
         groups: one row per member of a duplicate group (two or more rows): ``<id_col>, group_id`` (smallest
             id in the group), ``representative_id``, ``similarity`` (cosine to the representative, 1.0 for it
             and its exact duplicates).
+        summary: ``rows_in``, ``exact_duplicates``, ``near_duplicates`` (rows dropped by each step),
+            ``rows_kept``, ``groups``; computed by :func:`dedup` from counts it has anyway.
         bands, rows_per_band: the LSH parameters used.
     """
 
     kept: DataFrame
     groups: DataFrame
+    summary: dict[str, int]
     bands: int
     rows_per_band: int
-    _members: DataFrame
-    _rows_in: DataFrame
-    _id_col: str
-    _summary: dict[str, int] | None = None
-
-    @property
-    def summary(self) -> dict[str, int]:
-        """``rows_in``, ``exact_duplicates``, ``near_duplicates`` (rows dropped by each step), ``rows_kept``,
-        ``groups`` (computed once, by one small job over ``groups`` and a count of the input)."""
-        if self._summary is None:
-            from pyspark.sql import functions as F
-
-            removed = F.col(self._id_col) != F.col("representative_id")
-            exact = removed & (F.col(self._id_col) != F.col("_exact_rep"))
-            row = self._members.agg(
-                F.count(F.when(exact, 1)).alias("exact"),
-                F.count(F.when(removed & ~exact, 1)).alias("near"),
-                F.countDistinct("group_id").alias("groups"),
-            ).first()
-            rows_in = self._rows_in.count()
-            exact_n, near_n = int(row["exact"]), int(row["near"])
-            self._summary = {
-                "rows_in": rows_in,
-                "exact_duplicates": exact_n,
-                "near_duplicates": near_n,
-                "rows_kept": rows_in - exact_n - near_n,
-                "groups": int(row["groups"]),
-            }
-        return self._summary
 
 
 def _rule_key(rule: str, id_col: str, text_col: str | None) -> Column:
     """A struct whose minimum is the preferred row: smallest id, or longest text then smallest id."""
     from pyspark.sql import functions as F
 
-    if rule == "longest_text":
+    if rule == "longest_text" and text_col is not None:
         return F.struct((-F.coalesce(F.length(text_col), F.lit(-1))).alias("_len"), F.col(id_col).alias("_id"))
     return F.struct(F.col(id_col).alias("_id"))
 
 
-def _text_key_udf():  # type: ignore[no-untyped-def]
-    from pyspark.sql.functions import pandas_udf
+def _text_key_udf() -> Any:
+    from pyspark.sql.types import StringType
+
+    from user_spark.compat import scalar_udf
 
     def keys(texts):  # type: ignore[no-untyped-def]
         from user_spark.ops.textnorm import text_key
 
         return texts.map(text_key)
 
-    return pandas_udf(keys, "string")  # type: ignore[call-overload]
+    return scalar_udf(keys, StringType(), arrow=False)
 
 
 def _signatures(vectors: DataFrame, dim_seed: int, bands: int, rows: int, id_type: Any) -> DataFrame:
@@ -106,9 +85,13 @@ def _signatures(vectors: DataFrame, dim_seed: int, bands: int, rows: int, id_typ
     from pyspark.sql import functions as F
     from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
-    schema = StructType([
-        StructField(ID, id_type, False), StructField("_band", IntegerType(), False), StructField("_key", LongType(), False)
-    ])
+    schema = StructType(
+        [
+            StructField(ID, id_type, False),
+            StructField("_band", IntegerType(), False),
+            StructField("_key", LongType(), False),
+        ]
+    )
 
     def sign(batches):  # type: ignore[no-untyped-def]
         import numpy as np
@@ -125,15 +108,138 @@ def _signatures(vectors: DataFrame, dim_seed: int, bands: int, rows: int, id_typ
             if planes is None or planes.shape[0] != vecs.shape[1]:
                 planes = hyperplanes(vecs.shape[1], bands * rows, dim_seed)
             keys = band_keys(vecs, planes, bands, rows)
-            yield pd.DataFrame({
-                ID: np.repeat(pdf[ID].to_numpy(), bands),
-                "_band": np.tile(np.arange(bands, dtype=np.int32), len(pdf)),
-                "_key": keys.reshape(-1),
-            })
+            yield pd.DataFrame(
+                {
+                    ID: np.repeat(pdf[ID].to_numpy(), bands),
+                    "_band": np.tile(np.arange(bands, dtype=np.int32), len(pdf)),
+                    "_key": keys.reshape(-1),
+                }
+            )
 
     from user_spark.pipelines.blocks import BUCKET
 
     return vectors.mapInPandas(sign, schema).select(ID, F.xxhash64("_band", "_key").alias(BUCKET))
+
+
+def _check_options(
+    threshold: float,
+    representative: str,
+    text_col: str | None,
+    embedding_col: str | None,
+    block_rows: int,
+    bands: int | None,
+    rows_per_band: int | None,
+) -> None:
+    if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise OptionError(f"threshold must be a cosine in (0, 1), got {threshold!r}")
+    if representative not in ("smallest_id", "longest_text"):
+        raise OptionError(f"representative must be 'smallest_id' or 'longest_text', got {representative!r}")
+    require_vectors(text_col, embedding_col, "dedup")
+    if representative == "longest_text" and text_col is None:
+        raise OptionError("representative='longest_text' needs text_col=")
+    if block_rows < 2:
+        raise OptionError(f"block_rows must be >= 2, got {block_rows}")
+    if (bands is None) != (rows_per_band is None):
+        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)")
+    if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
+        raise OptionError(
+            f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}"
+        )
+
+
+def _check_input(df: DataFrame, id_col: str, text_col: str | None) -> None:
+    check_id_column(df, id_col)
+    if text_col is not None:
+        check_text_column(df, text_col)
+    if id_col in ("group_id", "representative_id", "similarity"):
+        raise ColumnError(f"Id column may not be named {id_col!r} (an output column of dedup); rename it")
+
+
+def _exact_groups(rows: DataFrame, id_col: str, text_col: str | None, rule: Column) -> DataFrame:
+    """``rows`` plus ``_exact_rep``: the preferred row with the same normalised text (itself without text)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if text_col is None:
+        return rows.withColumn("_exact_rep", F.col(id_col))
+    # A window, not an aggregate joined back: the Python UDF then runs once per row, not once per branch.
+    # A null text is its own group (keyed by its id; text keys are hex digests, so no key can collide).
+    key = _text_key_udf()(F.col(text_col))
+    group = F.coalesce(F.col("_key"), F.concat(F.lit("\u0000id:"), F.col(id_col).cast("string")))
+    return (
+        rows.withColumn("_key", key)
+        .select(*rows.columns, F.min(rule).over(Window.partitionBy(group))["_id"].alias("_exact_rep"))
+        .localCheckpoint(eager=True)
+    )
+
+
+def _near_edges(
+    vecs: DataFrame,
+    vector_rows: int,
+    threshold: float,
+    bands: int,
+    rows_per_band: int,
+    seed: int,
+    block_rows: int,
+    id_type: DataType,
+) -> DataFrame:
+    """``(src, dst)`` edges whose components are those of the pairs sharing an LSH bucket at ``>= threshold``."""
+    from user_spark.pipelines.blocks import bucket_pairs
+
+    sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
+    # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
+    return bucket_pairs(
+        sigs,
+        vecs,
+        threshold=threshold,
+        block_rows=block_rows,
+        id_type=id_type,
+        signature_rows=vector_rows * bands,
+    )
+
+
+def _groups(mapped: DataFrame, edges: DataFrame, vecs: DataFrame, id_col: str, rule: Column) -> DataFrame:
+    """Members of groups of 2+ rows: components over exact representatives, every row through its own."""
+    from pyspark.sql import functions as F
+
+    from user_spark.pipelines.components import connected_components
+
+    comp = connected_components(edges)
+    member = (
+        mapped.join(comp.withColumnRenamed("node", "_exact_rep"), "_exact_rep", "left")
+        .withColumn("_root", F.coalesce(F.col("component"), F.col("_exact_rep")))
+        .withColumn("_rule", rule)
+    )
+    per_group = (
+        member.groupBy("_root")
+        .agg(F.count(F.lit(1)).alias("_size"), F.min(id_col).alias("group_id"), F.min("_rule").alias("_best"))
+        .where(F.col("_size") > 1)
+        .select("_root", "group_id", F.col("_best._id").alias("representative_id"))
+    )
+    grouped = member.join(per_group, "_root").select(id_col, "_exact_rep", "group_id", "representative_id")
+    return _similarities(grouped, vecs, id_col).localCheckpoint(eager=True)
+
+
+def _summary(groups: DataFrame, id_col: str, rows_in: int) -> dict[str, int]:
+    """The counts of :attr:`DedupResult.summary`, by one small job over the (checkpointed) groups."""
+    from pyspark.sql import functions as F
+
+    removed = F.col(id_col) != F.col("representative_id")
+    exact = removed & (F.col(id_col) != F.col("_exact_rep"))
+    row = groups.agg(
+        F.count(F.when(exact, 1)).alias("exact"),
+        F.count(F.when(removed & ~exact, 1)).alias("near"),
+        F.countDistinct("group_id").alias("groups"),
+    ).first()
+    assert row is not None
+    exact_n, near_n = int(row["exact"]), int(row["near"])
+    return {
+        "rows_in": rows_in,
+        "exact_duplicates": exact_n,
+        "near_duplicates": near_n,
+        "rows_kept": rows_in - exact_n - near_n,
+        "groups": int(row["groups"]),
+    }
 
 
 def dedup(
@@ -151,7 +257,8 @@ def dedup(
     seed: int = 17,
     block_rows: int = 4096,
     check_ids: bool = True,
-    embed_options: Mapping[str, Any] | None = None,
+    embed_options: EmbedOptions | Mapping[str, Any] | None = None,
+    metrics: EmbedMetrics | None = None,
 ) -> DedupResult:
     """Find exact and near-duplicate rows; keep one per group.
 
@@ -163,13 +270,14 @@ def dedup(
         threshold: cosine at or above which two rows are near duplicates, in (0, 1).
         representative: ``"smallest_id"`` (default) or ``"longest_text"`` (ties: smallest id).
         exact: find exact duplicates of the normalised text first (needs ``text_col``).
-        model: model for ``text_col`` (default ``deepvk/USER-base``).
+        model: model for ``text_col`` (default ``deepvk/USER-base``); overrides ``embed_options.model``.
         bands, rows_per_band: LSH banding; default from ``threshold`` and the number of rows so that a pair at
             the threshold is a candidate with probability >= 99.5% (:func:`user_spark.ops.lsh.choose_bands`).
         seed: seed of the LSH hyperplanes.
         block_rows: rows of a bucket handled together; a bigger bucket is split into blocks of this size.
         check_ids: check that ids are unique and not null (one pass over the id column).
-        embed_options: other options of :func:`user_spark.with_embeddings` (``batch_tokens``, ``device``, ...).
+        embed_options: an :class:`~user_spark.EmbedOptions` for embedding ``text_col`` (the role is ``query``).
+        metrics: counters of the texts embedded.
 
     Returns:
         :class:`DedupResult` with ``kept``, ``groups`` and ``summary``.
@@ -184,83 +292,29 @@ def dedup(
     """
     from pyspark.sql import functions as F
 
-    if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-        raise OptionError(f"threshold must be a cosine in (0, 1), got {threshold!r}")
-    if representative not in ("smallest_id", "longest_text"):
-        raise OptionError(f"representative must be 'smallest_id' or 'longest_text', got {representative!r}")
-    if text_col is None and embedding_col is None:
-        raise OptionError("dedup needs text_col= (to hash and embed) or embedding_col= (your vectors), or both")
-    if representative == "longest_text" and text_col is None:
-        raise OptionError("representative='longest_text' needs text_col=")
-    if block_rows < 2:
-        raise OptionError(f"block_rows must be >= 2, got {block_rows}")
-    if (bands is None) != (rows_per_band is None):
-        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)")
-    if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
-        raise OptionError(f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}")
-    check_id_column(df, id_col)
-    if text_col is not None:
-        check_text_column(df, text_col)
-    for reserved in ("group_id", "representative_id", "similarity"):
-        if id_col == reserved:
-            raise ColumnError(f"Id column may not be named {reserved!r} (an output column of dedup); rename it")
-    if check_ids:
-        check_unique_ids(df, id_col)
-    id_type = df.schema[id_col].dataType
+    _check_options(threshold, representative, text_col, embedding_col, block_rows, bands, rows_per_band)
+    options = coerce_options(embed_options, model=model).replace(role="query")
+    _check_input(df, id_col, text_col)
+    rows_in = check_unique_ids(df, id_col) if check_ids else None
     rule = _rule_key(representative, id_col, text_col)
-
-    # 1. exact groups: every row -> the preferred row with the same normalised text
-    cols = [id_col] + ([text_col] if text_col else []) + ([embedding_col] if embedding_col else [])
-    rows = df.select(*cols)
-    if exact and text_col is not None:
-        from pyspark.sql import Window
-
-        # A window, not an aggregate joined back: the Python UDF then runs once per row, not once per branch.
-        # A null text is its own group (keyed by its id; text keys are hex digests, so no key can collide).
-        key = _text_key_udf()(F.col(text_col))
-        group = F.coalesce(F.col("_key"), F.concat(F.lit("\u0000id:"), F.col(id_col).cast("string")))
-        mapped = rows.withColumn("_key", key).select(
-            *cols, F.min(rule).over(Window.partitionBy(group))["_id"].alias("_exact_rep")
-        ).localCheckpoint(eager=True)
-    else:
-        mapped = rows.withColumn("_exact_rep", F.col(id_col))
+    cols = [id_col, *([text_col] if text_col else []), *([embedding_col] if embedding_col else [])]
+    mapped = _exact_groups(df.select(*cols), id_col, text_col if exact else None, rule)
     reps = mapped.where(F.col(id_col) == F.col("_exact_rep")).drop("_exact_rep")
-
-    # 2. vectors of exact representatives only, LSH buckets, pairs above the threshold
-    vecs = vector_frame(
-        reps, id_col, text_col=text_col if embedding_col is None else None, embedding_col=embedding_col,
-        role="query", model=model, embed_options=embed_options,
-    )
-    from user_spark.pipelines.blocks import bucket_pairs
-    from user_spark.pipelines.components import connected_components
-
+    vecs = vector_frame(reps, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
     vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
-    if bands is None:
+    if bands is None or rows_per_band is None:
         bands, rows_per_band = choose_bands(float(threshold), rows=vector_rows)
-    assert rows_per_band is not None
-    sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
-    # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
-    edges = bucket_pairs(
-        sigs, vecs, threshold=float(threshold), block_rows=block_rows, id_type=id_type,
-        signature_rows=vector_rows * bands,
-    )
-
-    # 3. components over exact representatives, then every row through its exact representative
-    comp = connected_components(edges)
-    member = mapped.join(comp.withColumnRenamed("node", "_exact_rep"), "_exact_rep", "left").withColumn(
-        "_root", F.coalesce(F.col("component"), F.col("_exact_rep"))
-    ).withColumn("_rule", rule)
-    per_group = member.groupBy("_root").agg(
-        F.count(F.lit(1)).alias("_size"), F.min(id_col).alias("group_id"), F.min("_rule").alias("_best")
-    ).where(F.col("_size") > 1).select("_root", "group_id", F.col("_best._id").alias("representative_id"))
-    grouped = member.join(per_group, "_root").select(id_col, "_exact_rep", "group_id", "representative_id")
-    sims = _similarities(grouped, vecs, id_col)
-    groups = sims.localCheckpoint(eager=True)
+    id_type = df.schema[id_col].dataType
+    edges = _near_edges(vecs, vector_rows, float(threshold), bands, rows_per_band, seed, block_rows, id_type)
+    groups = _groups(mapped, edges, vecs, id_col, rule)
     removed = groups.where(F.col(id_col) != F.col("representative_id")).select(id_col)
-    kept = df.join(removed, id_col, "left_anti")
+    summary = _summary(groups, id_col, rows_in if rows_in is not None else df.count())
     return DedupResult(
-        kept=kept, groups=groups.drop("_exact_rep"), bands=bands, rows_per_band=rows_per_band,
-        _members=groups, _rows_in=df, _id_col=id_col,
+        kept=df.join(removed, id_col, "left_anti"),
+        groups=groups.drop("_exact_rep"),
+        summary=summary,
+        bands=bands,
+        rows_per_band=rows_per_band,
     )
 
 
@@ -281,7 +335,9 @@ def _similarities(grouped: DataFrame, vecs: DataFrame, id_col: str) -> DataFrame
     theirs = vecs.select(F.col(ID).alias("representative_id"), F.col(VEC).alias("_b"))
     joined = grouped.join(mine, "_exact_rep", "left").join(theirs, "representative_id", "left")
     same = F.col("_exact_rep") == F.col("representative_id")
-    sim = F.when(same, F.lit(1.0)).when(F.col("_a").isNull() | F.col("_b").isNull(), F.lit(None)).otherwise(
-        _cosine("_a", "_b")
+    sim = (
+        F.when(same, F.lit(1.0))
+        .when(F.col("_a").isNull() | F.col("_b").isNull(), F.lit(None))
+        .otherwise(_cosine("_a", "_b"))
     )
     return joined.select(id_col, "group_id", "representative_id", sim.cast("float").alias("similarity"), "_exact_rep")

@@ -21,29 +21,30 @@ Delta transaction. One run per output at a time: two concurrent runs would both 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from user_spark.runtime import faults as _faults
-from user_spark.errors import ColumnError, OptionError, UserSparkError
+from user_spark.compat import error_condition
+from user_spark.embedding.columns import check_text_column
+from user_spark.embedding.frame import embedding_metadata, with_embeddings
 from user_spark.embedding.metrics import EmbedMetrics
-from user_spark.model.source import DEFAULT_MODEL
-from user_spark.embedding.storage import Storage, check_storage
-from user_spark.embedding.udf import check_text_column, embedding_metadata, prepare_embedding, with_embeddings
+from user_spark.embedding.options import EmbedKwargs, EmbedOptions, coerce_options
+from user_spark.embedding.udf import prepare_embedding
+from user_spark.errors import ColumnError, OptionError, UserSparkError
+from user_spark.pipelines.frames import one_row, shuffle_partitions_setting
 from user_spark.pipelines.vectors import check_id_column
+from user_spark.runtime import faults
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+    from typing_extensions import Unpack
 
-__all__ = ["EnrichResult", "enrich", "current_embeddings", "content_hash", "HASH_COL", "BATCH_COL"]
+__all__ = ["BATCH_COL", "HASH_COL", "EnrichResult", "content_hash", "current_embeddings", "enrich"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ DEFAULT_COMMIT_ROWS = 100_000
 MIN_ROWS_PER_TASK = 64
 OutputFormat = Literal["parquet", "delta"]
 OUTPUT_FORMATS: tuple[str, ...] = ("parquet", "delta")
+# What reading an output that no batch was committed to raises: no folder, an empty one, no Delta log.
+_NOTHING_COMMITTED = frozenset({
+    "PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND",
+})
 
 
 @dataclass(frozen=True)
@@ -89,28 +94,6 @@ def content_hash(columns: Sequence[str]) -> Column:
     return F.sha2(F.concat_ws(",", *parts), 256)
 
 
-_fingerprints: dict[tuple[str, int, int], str] = {}
-_fingerprint_lock = threading.Lock()
-
-
-def _weights_fingerprint(folder: str, weights: Sequence[str]) -> str:
-    """``sha256:<16 hex>`` of the weight files' bytes: identifies a model folder that has no hub revision."""
-    digest = hashlib.sha256()
-    with _fingerprint_lock:
-        for name in weights:
-            path = os.path.join(folder, name)
-            stat = os.stat(path)
-            key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-            if key not in _fingerprints:
-                part = hashlib.sha256()
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 23), b""):
-                        part.update(block)
-                _fingerprints[key] = part.hexdigest()
-            digest.update(name.encode() + b"\0" + _fingerprints[key].encode())
-    return "sha256:" + digest.hexdigest()[:16]
-
-
 def _read_existing(spark: SparkSession, output: str, output_format: str) -> DataFrame | None:
     """The output table, or ``None`` if nothing was committed to it yet."""
     from pyspark.errors import AnalysisException
@@ -120,10 +103,10 @@ def _read_existing(spark: SparkSession, output: str, output_format: str) -> Data
         existing.schema  # noqa: B018 - over Spark Connect, reading is lazy until the schema is asked for
         return existing
     except AnalysisException as exc:
-        text = str(exc)
-        if any(s in text for s in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "is not a Delta table")):
+        if error_condition(exc) in _NOTHING_COMMITTED:
             return None
-        raise UserSparkError(f"Cannot read the output {output!r} as {output_format}: {text.splitlines()[0]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserSparkError(f"Cannot read the output {output!r} as {output_format}: {first}") from None
 
 
 def _check_existing(
@@ -164,7 +147,7 @@ def _default_partitions(spark: SparkSession) -> int:
     from user_spark.connect import default_parallelism
 
     # Over Spark Connect without spark.default.parallelism the client cannot see the cores: shuffle partitions.
-    return default_parallelism(spark) or int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200)
+    return default_parallelism(spark) or shuffle_partitions_setting(spark)
 
 
 def _check_ids(keyed: DataFrame, id_col: str) -> None:
@@ -176,9 +159,9 @@ def _check_ids(keyed: DataFrame, id_col: str) -> None:
     from pyspark.sql import functions as F
 
     per_id = keyed.groupBy(id_col).agg(F.countDistinct(HASH_COL).alias("n"))
-    stats = per_id.agg(
+    stats = one_row(per_id.agg(
         F.max("n").alias("most"), F.count(F.when(F.col(id_col).isNull(), 1)).alias("null_ids")
-    ).first()
+    ))
     if stats["null_ids"]:
         raise ColumnError(f"Id column {id_col!r} has null values; every row needs an id")
     if stats["most"] and stats["most"] > 1:
@@ -189,21 +172,49 @@ def _check_ids(keyed: DataFrame, id_col: str) -> None:
         )
 
 
+def _check_request(
+    df: DataFrame, id_col: str, columns: Mapping[str, str], output_format: str, commit_rows: int,
+    partitions: int | None, suffix: str,
+) -> dict[str, str]:
+    """Driver-side checks of an enrich call; returns text column -> output column."""
+    if not columns:
+        raise OptionError("Name at least one text column to embed, e.g. columns={'body': 'passage'}")
+    if commit_rows < 1:
+        raise OptionError(f"commit_rows must be >= 1, got {commit_rows}")
+    if partitions is not None and partitions < 1:
+        raise OptionError(f"partitions must be >= 1, got {partitions}")
+    if output_format not in OUTPUT_FORMATS:
+        raise OptionError(
+            f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}: other file formats do not "
+            "keep the embedding columns' metadata, and appending them is not safe after a crash"
+        )
+    check_id_column(df, id_col)
+    for name, role in columns.items():
+        check_text_column(df, name)
+        if not isinstance(role, str):
+            raise OptionError(f"enrich needs a fixed role per column; got {role!r} for {name!r}")
+    outputs = {name: f"{name}{suffix}" for name in columns}
+    named = {id_col, *columns, *outputs.values()}
+    clash = sorted(named & {HASH_COL, BATCH_COL} | set(outputs.values()) & {id_col, *columns})
+    if clash:
+        raise ColumnError(f"Columns {clash} clash with the output's own columns ({HASH_COL!r}, {BATCH_COL!r}, the id, "
+                          "the embeddings); rename them")
+    return outputs
+
+
 def enrich(
     df: DataFrame,
     output: str,
     *,
     id_col: str,
     columns: Mapping[str, str],
-    model: str = DEFAULT_MODEL,
     output_format: OutputFormat = "parquet",
     commit_rows: int = DEFAULT_COMMIT_ROWS,
     partitions: int | None = None,
     suffix: str = "_embedding",
-    model_revision: str | None = None,
-    storage: Storage = "float32",
+    embed_options: EmbedOptions | Mapping[str, Any] | None = None,
     metrics: EmbedMetrics | None = None,
-    **options: Any,
+    **kwargs: Unpack[EmbedKwargs],
 ) -> EnrichResult:
     """Embed the rows of ``df`` that ``output`` does not hold yet and append them to it.
 
@@ -212,17 +223,16 @@ def enrich(
         output: the output table's path (created by the first run).
         id_col: the input's unique id column (integer or string).
         columns: text column -> role (``{"body": "passage"}``); each adds ``<column><suffix>``.
-        model: as in :func:`user_spark.embed_udf`.
         output_format: ``"parquet"`` (default) or ``"delta"`` (each batch one Delta transaction).
         commit_rows: rows per committed batch: a killed run loses at most the batch in flight.
         partitions: tasks per batch (default: Spark's default parallelism).
         suffix: output column name suffix.
-        model_revision: the revision recorded for the model (default: the hub commit, or a SHA-256 of the
-            weight files for a folder).
-        storage: ``"float32"`` or ``"float16"`` (see :mod:`user_spark.embedding.storage`).
+        embed_options: an :class:`~user_spark.EmbedOptions` (roles come from ``columns``). The revision
+            recorded for the model is its ``model_revision``, default the hub commit or a SHA-256 of the weight
+            files; ``storage`` is ``"float32"`` or ``"float16"``.
         metrics: counters to update.
-        **options: other :func:`user_spark.embed_udf` options (``batch_tokens``, ``device``, ``precision``,
-            ``udf_type``, ...); roles come from ``columns``.
+        **kwargs: :class:`~user_spark.EmbedOptions` fields on top of ``embed_options`` (``model=``, ``storage=``,
+            ``precision=``, ...).
 
     Returns:
         :class:`EnrichResult`.
@@ -235,49 +245,19 @@ def enrich(
     >>> enrich(spark.read.parquet("/lake/docs"), "/lake/docs_emb", id_col="id", columns={"body": "passage"})
     EnrichResult(output='/lake/docs_emb', rows_embedded=1200, batches=('20261124T101500Z-3f2a9c-0000',), ...)
     """
-    if not columns:
-        raise OptionError("Name at least one text column to embed, e.g. columns={'body': 'passage'}")
-    if commit_rows < 1:
-        raise OptionError(f"commit_rows must be >= 1, got {commit_rows}")
-    if partitions is not None and partitions < 1:
-        raise OptionError(f"partitions must be >= 1, got {partitions}")
-    if output_format not in OUTPUT_FORMATS:
-        raise OptionError(
-            f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}: other file formats do not "
-            "keep the embedding columns' metadata, and appending them is not safe after a crash"
-        )
-    if "role" in options:
+    if "role" in kwargs:
         raise OptionError("enrich takes each column's role from columns=, e.g. columns={'body': 'passage'}")
-    check_id_column(df, id_col)
-    for name, role in columns.items():
-        check_text_column(df, name)
-        if not isinstance(role, str):
-            raise OptionError(f"enrich needs a fixed role per column; got {role!r} for {name!r}")
-    outputs = {name: f"{name}{suffix}" for name in columns}
-    named = {id_col, *columns, *outputs.values()}
-    clash = sorted(named & {HASH_COL, BATCH_COL} | set(outputs.values()) & {id_col, *columns})
-    if clash:
-        raise ColumnError(f"Columns {clash} clash with the output's own columns ({HASH_COL!r}, {BATCH_COL!r}, the id, "
-                          "the embeddings); rename them")
-    storage = check_storage(storage)
-
+    outputs = _check_request(df, id_col, columns, output_format, commit_rows, partitions, suffix)
     spark = df.sparkSession
     metrics = metrics or EmbedMetrics.create(spark)
-    udf_type = options.pop("udf_type", "auto")
-    config = prepare_embedding(model, spark=spark, **options)
-    if model_revision is None:
-        model_revision = config.model_revision or _folder_fingerprint(spark, model, config, options)
-    config = replace(config, model_revision=model_revision)
-    expected = {outputs[name]: embedding_metadata(replace(config, role=role), role, storage)
-                for name, role in columns.items()}
-    options = dict(options, model_revision=model_revision, storage=storage, udf_type=udf_type)
-
-    id_type = df.schema[id_col].dataType
+    config = prepare_embedding(EmbedOptions.build(coerce_options(embed_options), **kwargs), spark=spark)
+    options = config.options.replace(model_revision=config.revision)
+    expected = {outputs[name]: embedding_metadata(config.with_role(role), role) for name, role in columns.items()}
     existing = _read_existing(spark, output, output_format)
     text_cols = list(columns)
     keyed = df.select(id_col, *text_cols).withColumn(HASH_COL, content_hash(text_cols))
     if existing is not None:
-        _check_existing(existing, output, id_col, id_type, expected)
+        _check_existing(existing, output, id_col, df.schema[id_col].dataType, expected)
     _check_ids(keyed, id_col)
     if existing is not None:
         keyed = keyed.join(existing.select(id_col, HASH_COL), [id_col, HASH_COL], "left_anti")
@@ -288,67 +268,53 @@ def enrich(
     missing = keyed.repartition(tasks, id_col, HASH_COL).dropDuplicates([id_col, HASH_COL]).persist()
     try:
         todo = missing.count()
-        batches = _commit_batches(
-            missing, output, output_format, todo, commit_rows, tasks, id_col, columns, outputs, model, metrics,
-            options,
-        )
+        plan = _BatchPlan(output, output_format, todo, commit_rows, tasks, id_col, dict(columns), outputs)
+        batches = _commit_batches(missing, plan, options, metrics)
     finally:
         missing.unpersist()
-    return EnrichResult(output, todo, tuple(batches), model_revision, metrics.as_dict())
+    return EnrichResult(output, todo, tuple(batches), str(config.revision), metrics.as_dict())
 
 
-def _folder_fingerprint(spark: SparkSession, model: str, config: Any, options: Mapping[str, Any]) -> str:
-    from user_spark.model.shipping import ship_model
+@dataclass(frozen=True)
+class _BatchPlan:
+    output: str
+    output_format: str
+    todo: int
+    commit_rows: int
+    tasks: int
+    id_col: str
+    columns: dict[str, str]
+    outputs: dict[str, str]
 
-    local_dir, _ = ship_model(
-        spark, model, ship=options.get("ship", "auto"), revision=options.get("revision"),
-        allow_pickle=options.get("allow_pickle", False),
-    )
-    folder = os.path.join(local_dir, config.spec.transformer_subdir)
-    return _weights_fingerprint(folder, config.spec.weights)
 
-
-def _commit_batches(
-    missing: DataFrame,
-    output: str,
-    output_format: str,
-    todo: int,
-    commit_rows: int,
-    tasks: int,
-    id_col: str,
-    columns: Mapping[str, str],
-    outputs: Mapping[str, str],
-    model: str,
-    metrics: EmbedMetrics,
-    options: Mapping[str, Any],
-) -> list[str]:
+def _commit_batches(missing: DataFrame, plan: _BatchPlan, options: EmbedOptions, metrics: EmbedMetrics) -> list[str]:
     from pyspark.sql import functions as F
 
-    if todo == 0:
-        logger.info("%s is up to date: nothing to embed", output)
+    if plan.todo == 0:
+        logger.info("%s is up to date: nothing to embed", plan.output)
         return []
-    n_batches = math.ceil(todo / commit_rows)
+    n_batches = math.ceil(plan.todo / plan.commit_rows)
     run = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    bucket = F.pmod(F.xxhash64(id_col, HASH_COL), F.lit(n_batches))
+    bucket = F.pmod(F.xxhash64(plan.id_col, HASH_COL), F.lit(n_batches))
     done = []
     # Small batches in fewer tasks: a nightly run of 1,000 rows on 200 cores should not write 200 tiny files.
-    per_batch = min(tasks, math.ceil(todo / n_batches / MIN_ROWS_PER_TASK))
+    per_batch = min(plan.tasks, math.ceil(plan.todo / n_batches / MIN_ROWS_PER_TASK))
     for i in range(n_batches):
         batch_id = f"{run}-{i:04d}"
         part = missing if n_batches == 1 else missing.where(bucket == i)
-        if per_batch < tasks:
+        if per_batch < plan.tasks:
             part = part.coalesce(per_batch)
         embedded = with_embeddings(
-            part, dict(columns), model=model, output_columns=dict(outputs), metrics=metrics, **options
-        ).select(id_col, HASH_COL, *outputs.values())
-        logger.info("committing batch %d of %d (%s) to %s", i + 1, n_batches, batch_id, output)
-        if output_format == "parquet":
-            embedded.write.mode("error").parquet(f"{output.rstrip('/')}/{BATCH_COL}={batch_id}")
+            part, dict(plan.columns), options=options, output_columns=dict(plan.outputs), metrics=metrics
+        ).select(plan.id_col, HASH_COL, *plan.outputs.values())
+        logger.info("committing batch %d of %d (%s) to %s", i + 1, n_batches, batch_id, plan.output)
+        if plan.output_format == "parquet":
+            embedded.write.mode("error").parquet(f"{plan.output.rstrip('/')}/{BATCH_COL}={batch_id}")
         else:
-            (embedded.withColumn(BATCH_COL, F.lit(batch_id)).write.format(output_format)
-             .mode("append").partitionBy(BATCH_COL).save(output))
+            (embedded.withColumn(BATCH_COL, F.lit(batch_id)).write.format(plan.output_format)
+             .mode("append").partitionBy(BATCH_COL).save(plan.output))
         done.append(batch_id)
-        _faults.after_commit(len(done))  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
+        faults.after_commit(len(done))  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
     return done
 
 

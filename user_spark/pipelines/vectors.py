@@ -9,16 +9,26 @@ checkpointed once so later passes (counts, several joins) do not run the model a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from user_spark.embedding.columns import check_text_column, column
+from user_spark.embedding.metrics import EmbedMetrics
+from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import ColumnError, OptionError
-from user_spark.embedding.udf import check_text_column
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["ID", "VEC", "check_id_column", "check_unique_ids", "check_embedding_column", "vector_frame"]
+__all__ = [
+    "ID",
+    "VEC",
+    "check_embedding_column",
+    "check_id_column",
+    "check_unique_ids",
+    "hash_sample",
+    "require_vectors",
+    "vector_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +51,33 @@ def check_id_column(df: DataFrame, id_col: str) -> None:
         )
 
 
-def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> None:
-    """Raise :class:`ColumnError` if ``id_col`` has nulls or repeats (one pass over the id column only)."""
+def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> int:
+    """Raise :class:`ColumnError` if ``id_col`` has nulls or repeats; else return the row count.
+
+    One aggregate over the id column; a second, small job only to name the offending ids.
+    """
     from pyspark.sql import functions as F
 
-    dup = (
-        df.groupBy(id_col).count().where((F.col("count") > 1) | F.col(id_col).isNull())
-        .orderBy(F.col(id_col).asc_nulls_first()).limit(3).collect()
-    )
-    if dup:
+    per_id = df.groupBy(column(id_col).alias("_id")).count()
+    stats = per_id.agg(
+        F.sum("count").alias("rows"),
+        F.max("count").alias("most"),
+        F.count(F.when(F.col("_id").isNull(), 1)).alias("nulls"),
+    ).first()
+    assert stats is not None
+    if (stats["most"] or 0) > 1 or stats["nulls"]:
+        dup = (
+            per_id.where((F.col("count") > 1) | F.col("_id").isNull())
+            .orderBy(F.col("_id").asc_nulls_first())
+            .limit(3)
+            .collect()
+        )
         shown = ", ".join(f"{r[0]!r} ({r[1]} rows)" for r in dup)
         raise ColumnError(
             f"Id column {id_col!r} of the {what} must be unique and not null; found {shown}. "
             f"Deduplicate ids first or add a unique id: df.withColumn('row_id', F.monotonically_increasing_id())"
         )
+    return int(stats["rows"] or 0)
 
 
 def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = True) -> int | None:
@@ -71,7 +94,7 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
         raise ColumnError(f"Embedding column {name!r} not found; available: {list(fields)}")
     dtype = fields[name].dataType
     half = isinstance(dtype, BinaryType)
-    if not (half or isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))):
+    if not (half or (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType)))):
         raise ColumnError(
             f"Embedding column {name!r} is {dtype.simpleString()}, expected array<float>, array<double> or binary "
             "(float16 vectors); a Spark ML vector converts with pyspark.ml.functions.vector_to_array"
@@ -99,12 +122,24 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
     return int(hi) // 2 if half else int(hi)
 
 
-def resolve_source(text_col: str | None, embedding_col: str | None, what: str) -> None:
-    if (text_col is None) == (embedding_col is None):
-        raise OptionError(
-            f"{what}: pass exactly one of text_col= (embed it with the model) or embedding_col= (use your "
-            f"vectors); got text_col={text_col!r}, embedding_col={embedding_col!r}"
-        )
+def require_vectors(
+    text_col: str | None, embedding_col: str | None, what: str, *, text_arg: str = "text_col=",
+    embedding_arg: str = "embedding_col=",
+) -> None:
+    """A job needs a text column to embed or an embedding column; raise if it has neither."""
+    if text_col is None and embedding_col is None:
+        raise OptionError(f"{what} needs {text_arg} (a text column to embed) or {embedding_arg} (your vectors)")
+
+
+def hash_sample(df: DataFrame, col: str, fraction: float, seed: int) -> DataFrame:
+    """The rows whose hash of ``col`` (with ``seed``) falls in the first ``fraction``: the same rows whatever the
+    partitioning, about ``fraction`` of them."""
+    from pyspark.sql import functions as F
+
+    if fraction >= 1.0:
+        return df
+    buckets = 1 << 20
+    return df.where(F.pmod(F.xxhash64(F.col(col), F.lit(seed)), F.lit(buckets)) < int(fraction * buckets))
 
 
 def vector_frame(
@@ -113,12 +148,12 @@ def vector_frame(
     *,
     text_col: str | None,
     embedding_col: str | None,
-    role: str,
-    model: str | None,
-    embed_options: Mapping[str, Any] | None = None,
+    options: EmbedOptions,
+    metrics: EmbedMetrics | None = None,
     check_lengths: bool = True,
 ) -> DataFrame:
-    """``(_id, _vec)`` for the rows of ``df`` with a vector: the given column, or ``text_col`` embedded in ``role``.
+    """``(_id, _vec)`` for the rows of ``df`` with a vector: ``embedding_col`` when given, else ``text_col``
+    embedded with ``options`` (in ``options.role``).
 
     Embedding runs once: the embedded frame is checkpointed (on executors, lineage cut) before it is returned.
     """
@@ -136,18 +171,15 @@ def vector_frame(
         return source.where(F.col(VEC).isNotNull())
     assert text_col is not None
     check_text_column(df, text_col)
-    from user_spark.model.source import DEFAULT_MODEL
-    from user_spark.embedding.udf import with_embeddings
+    from user_spark.embedding.frame import with_embeddings
 
-    options = dict(embed_options or {})
-    options.pop("role", None)
     out_name = "__user_spark_embedding"
     embedded = with_embeddings(
-        df.select(id_col, text_col), {text_col: role}, model=model or DEFAULT_MODEL,
-        output_columns={text_col: out_name}, **options,
+        df.select(id_col, text_col), {text_col: options.role}, options=options, output_columns={text_col: out_name},
+        metrics=metrics,
     )
     frame = embedded.select(F.col(id_col).alias(ID), F.col(out_name).alias(VEC))
-    logger.info("embedding %r in role %r (checkpointed once, reused by every pass)", text_col, role)
+    logger.info("embedding %r in role %r (checkpointed once, reused by every pass)", text_col, options.role)
     # Null vectors are dropped after the checkpoint, not before: the optimizer would copy the UDF into a filter
     # on its own output and run the model twice (measured: 60 texts embedded for 30 rows).
     return frame.localCheckpoint(eager=True).where(F.col(VEC).isNotNull())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["plan_batches", "pad_batch"]
+__all__ = ["pad_batch", "plan_batches"]
 
 # Padding a few tokens costs less than another batch's fixed overhead (a Python call and a kernel launch per layer).
 _MIN_SLACK = 2
@@ -70,7 +70,7 @@ def plan_batches(
     return batches
 
 
-def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(ids: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad token id lists into ``(input_ids, attention_mask)`` int64 arrays of shape ``[rows, longest]``."""
     longest = max((len(x) for x in ids), default=0)
     input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)

@@ -11,17 +11,24 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from user_spark.errors import OptionError
+from user_spark.runtime.settings import (
+    DeviceRequest,
+    Precision,
+    check_device_request,
+    check_precision,
+)
 
-__all__ = ["DeviceChoice", "choose_device", "task_device", "cpu_has_native_bf16", "Precision", "PRECISIONS", "DeviceRequest"]
+__all__ = [
+    "DeviceChoice",
+    "choose_device",
+    "cpu_has_native_bf16",
+    "task_device",
+]
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fast", "fp32", "fp16", "bf16", "int8"]
-PRECISIONS = ("auto", "fast", "fp32", "fp16", "bf16", "int8")
-DeviceRequest = str  # "auto", "cpu", "cuda" or "cuda:N"
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
 
@@ -107,40 +114,37 @@ def choose_device(
     >>> choose_device(task_cpus=2)
     DeviceChoice(device='cpu', dtype='float32', threads=2)
     """
-    if precision not in PRECISIONS:
-        raise OptionError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    precision = check_precision(precision)
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be >= 1, got {threads}")
-    req = (requested or "auto").lower()
-    if req == "auto":
-        if gpu_addresses and cuda_device_count > 0:
-            device = f"cuda:{_cuda_ordinal(str(gpu_addresses[0]), visible_devices, cuda_device_count)}"
-        elif cuda_device_count > 0:
-            device = "cuda:0"
-        else:
-            device = "cpu"
-    elif req == "cpu":
-        device = "cpu"
-    elif req == "cuda" or req.startswith("cuda:"):
-        if cuda_device_count == 0:
-            raise OptionError(
-                f"device={requested!r} but this executor sees no CUDA device; use device='auto' to fall back "
-                "to CPU, or check the executor's GPU resources"
-            )
-        if req == "cuda":
-            ordinal = (
-                _cuda_ordinal(str(gpu_addresses[0]), visible_devices, cuda_device_count) if gpu_addresses else 0
-            )
-        else:
-            suffix = req.split(":", 1)[1]
-            if not suffix.isdigit() or int(suffix) >= cuda_device_count:
-                raise OptionError(f"device={requested!r}: this executor has {cuda_device_count} CUDA device(s)")
-            ordinal = int(suffix)
-        device = f"cuda:{ordinal}"
-    else:
-        raise OptionError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
-
+    device = _pick_device(check_device_request(requested), gpu_addresses, cuda_device_count, visible_devices)
     on_gpu = device.startswith("cuda")
+    dtype = _pick_dtype(precision, on_gpu=on_gpu, cpu_bf16=cpu_bf16)
+    return DeviceChoice(device=device, dtype=dtype, threads=None if on_gpu else (threads or max(1, task_cpus)))
+
+
+def _pick_device(req: str, gpu_addresses: Sequence[str], cuda_device_count: int, visible_devices: str | None) -> str:
+    """The torch device for a checked request (see :func:`choose_device`)."""
+    if req == "cpu" or (req == "auto" and cuda_device_count == 0):
+        return "cpu"
+    if req == "auto":
+        return f"cuda:{_cuda_ordinal(str(gpu_addresses[0]), visible_devices, cuda_device_count)}" if gpu_addresses \
+            else "cuda:0"
+    if cuda_device_count == 0:
+        raise OptionError(
+            f"device={req!r} but this executor sees no CUDA device; use device='auto' to fall back "
+            "to CPU, or check the executor's GPU resources"
+        )
+    if req == "cuda":
+        ordinal = _cuda_ordinal(str(gpu_addresses[0]), visible_devices, cuda_device_count) if gpu_addresses else 0
+        return f"cuda:{ordinal}"
+    ordinal = int(req.split(":", 1)[1])
+    if ordinal >= cuda_device_count:
+        raise OptionError(f"device={req!r}: this executor has {cuda_device_count} CUDA device(s)")
+    return f"cuda:{ordinal}"
+
+
+def _pick_dtype(precision: Precision, *, on_gpu: bool, cpu_bf16: bool) -> str:
     if precision == "auto":
         dtype = "float16" if on_gpu else "float32"
     elif precision == "fast":
@@ -151,7 +155,7 @@ def choose_device(
         raise OptionError("precision='fp16' needs a GPU; on CPU use 'fast' (bf16 or int8) or 'fp32' (exact)")
     if on_gpu and dtype == "int8":
         raise OptionError("precision='int8' is a CPU mode; on GPU use 'fp16' or 'bf16'")
-    return DeviceChoice(device=device, dtype=dtype, threads=None if on_gpu else (threads or max(1, task_cpus)))
+    return dtype
 
 
 def task_device(

@@ -11,18 +11,19 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from user_spark.runtime.batching import pad_batch, plan_batches
-from user_spark.runtime.device import DeviceChoice
 from user_spark.errors import EmbeddingError, ModelSourceError, OptionError
 from user_spark.model.spec import ModelSpec
+from user_spark.runtime.batching import pad_batch, plan_batches
+from user_spark.runtime.device import DeviceChoice
 from user_spark.runtime.pooling import pool
+from user_spark.runtime.settings import Backend
 
-__all__ = ["Encoder", "EmbedOutput", "default_batch_tokens", "load_model", "valid_unicode", "Backend", "BACKENDS"]
+__all__ = ["EmbedOutput", "Encoder", "default_batch_tokens", "load_model", "valid_unicode"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,6 @@ _TOKENIZE_CHUNK = 256
 # quantised per batch, fp32 accumulation; 2.9x the fp32 GEMM rate on an AVX512-VNNI core).
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
 
-Backend = Literal["auto", "fast", "transformers"]
-BACKENDS = ("auto", "fast", "transformers")
-
 
 def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 with per-output-channel weight scales.
@@ -54,10 +52,15 @@ def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notice that eager quantisation moves to torchao
-        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        quantized: torch.nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
+            module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
+        return quantized
 
 
-def load_model(transformer_dir: str, spec: ModelSpec, choice: DeviceChoice, backend: Backend = "auto") -> tuple[Any, str]:
+def load_model(
+    transformer_dir: str, spec: ModelSpec, choice: DeviceChoice, backend: Backend = "auto"
+) -> tuple[Any, str]:
     """Load the transformer for ``choice`` and wrap it in the fastest exact path available.
 
     Returns:
@@ -138,7 +141,7 @@ class Encoder:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.spec = spec
         self.choice = choice
@@ -199,9 +202,7 @@ class Encoder:
             pl = torch.from_numpy(prompt_lengths).to(self.device) if prompt_lengths is not None else None
             return pool(hidden, mask_t, self.spec.pooling_modes, normalize=self.spec.normalize, prompt_lengths=pl)
 
-    def _forward_splitting(
-        self, ids: list[np.ndarray], prompt_lengths: np.ndarray | None
-    ) -> np.ndarray:
+    def _forward_splitting(self, ids: list[np.ndarray], prompt_lengths: np.ndarray | None) -> np.ndarray:
         """Forward one batch; on CUDA out-of-memory, halve it and retry, and lower the budget from then on."""
         input_ids, mask = pad_batch(ids, self.pad_id)
         try:
@@ -214,8 +215,10 @@ class Encoder:
             half = len(ids) // 2
             self._budget_cap = max(1, input_ids.size // 2)
             logger.warning(
-                "Out of memory on %s with a batch of %d x %d tokens; splitting it and lowering the token "
-                "budget to %d", self.choice.device, *input_ids.shape, self._budget_cap,
+                "Out of memory on %s with a batch of %d x %d tokens; splitting it and lowering the token budget to %d",
+                self.choice.device,
+                *input_ids.shape,
+                self._budget_cap,
             )
             pl_a = prompt_lengths[:half] if prompt_lengths is not None else None
             pl_b = prompt_lengths[half:] if prompt_lengths is not None else None
@@ -243,25 +246,20 @@ class Encoder:
             An :class:`EmbedOutput` with one vector per input row.
         """
         n = len(texts)
-        per_row = not isinstance(prefixes, str)
-        if per_row and len(prefixes) != n:
-            raise ValueError(f"{len(prefixes)} prefixes for {n} texts")
+        row_prefixes = [prefixes] * n if isinstance(prefixes, str) else list(prefixes)
+        if len(row_prefixes) != n:
+            raise ValueError(f"{len(row_prefixes)} prefixes for {n} texts")
         valid = np.fromiter((t is not None for t in texts), dtype=bool, count=n)
         rows = np.flatnonzero(valid)
         out = np.zeros((n, self.spec.dimension), dtype=np.float32)
         if rows.size == 0:
             return EmbedOutput(out, valid, 0, 0)
-        if per_row:
-            full = [prefixes[i] + texts[i] for i in rows]  # type: ignore[operator]
-        else:
-            full = [prefixes + texts[i] for i in rows]  # type: ignore[operator]
+        full = [row_prefixes[i] + str(texts[i]) for i in rows.tolist()]
         ids, truncated = self.tokenize(full)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         prompt_lens = None
         if not self.spec.include_prompt:
-            prompt_lens = np.asarray(
-                [self.prompt_length(prefixes[i] if per_row else prefixes) for i in rows], dtype=np.int64  # type: ignore[index]
-            )
+            prompt_lens = np.asarray([self.prompt_length(row_prefixes[i]) for i in rows.tolist()], dtype=np.int64)
         budget = batch_tokens or default_batch_tokens(self.choice)
         if self._budget_cap is not None:
             budget = min(budget, self._budget_cap)
@@ -287,7 +285,7 @@ def valid_unicode(text: str) -> str:
         return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def _check_loading_info(folder: str, spec: ModelSpec, info: dict) -> None:
+def _check_loading_info(folder: str, spec: ModelSpec, info: dict[str, Any]) -> None:
     """Refuse weights that leave parameters of the architecture unset or of the wrong shape.
 
     transformers fills missing parameters with random values and only logs a warning; embeddings from such a

@@ -17,6 +17,7 @@ applies; otherwise the encoder falls back to transformers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,6 +86,14 @@ class _Layer(nn.Module):
         return F.layer_norm(h + x, (hidden,), self.ln2.weight, self.ln2.bias, self.ln2.variance_epsilon)
 
 
+def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda t: F.gelu(t, approximate="tanh")
+    return F.relu
+
+
 class FastDebertaEncoder(nn.Module):
     """DeBERTa v1 (no relative attention) forward on packed tokens; weights shared with ``model``.
 
@@ -102,18 +111,13 @@ class FastDebertaEncoder(nn.Module):
         self.pos = emb.position_embeddings
         self.ln = emb.LayerNorm
         self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads) for layer in model.encoder.layer)
-        act = config.hidden_act
-        if act == "gelu":
-            self.act = F.gelu
-        elif act in ("gelu_new", "gelu_pytorch_tanh"):
-            self.act = lambda t: F.gelu(t, approximate="tanh")
-        else:
-            self.act = F.relu
+        self.act = _activation(config.hidden_act)
         self.hidden = config.hidden_size
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.word.weight.dtype
+        dtype: torch.dtype = self.word.weight.dtype
+        return dtype
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         batch, length = input_ids.shape

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["ENV", "maybe_inject_fault", "after_commit"]
+__all__ = ["ENV", "after_commit", "maybe_inject_fault"]
 
 ENV = "USER_SPARK_TEST_FAULT"
 _ACTIONS = ("kill-worker", "kill-executor")

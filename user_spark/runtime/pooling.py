@@ -41,7 +41,8 @@ def pool(
     mask = prompt_mask(attention_mask, prompt_lengths) if prompt_lengths is not None else attention_mask
     maskf = mask.unsqueeze(-1).to(hidden.dtype)
     out: list[torch.Tensor] = []
-    mean_sum = mean_count = None
+    mean_sum: torch.Tensor | None = None
+    mean_count = torch.ones(1)
     for mode in modes:
         if mode == "cls":
             first = mask.to(torch.int).argmax(dim=1)

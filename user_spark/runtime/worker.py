@@ -20,11 +20,11 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from user_spark.model.spec import ModelSpec
     from user_spark.runtime.device import DeviceChoice
     from user_spark.runtime.encoder import Encoder
-    from user_spark.model.spec import ModelSpec
 
-__all__ = ["get_encoder", "load_events", "clear"]
+__all__ = ["clear", "get_encoder", "load_events"]
 
 logger = logging.getLogger(__name__)
 
