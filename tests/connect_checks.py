@@ -77,7 +77,7 @@ def write_inputs(folder: str, texts: list[str], questions: list[str], paragraphs
 
 def run_jobs(spark: Any, inputs: str, model: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The library's jobs on ``spark`` (classic or Connect): ``(name -> frame, name -> JSON-able facts)``."""
-    from user_spark import cluster, dedup, similarity_join
+    from user_spark import EmbedOptions, cluster, dedup, similarity_join
     from user_spark.cli.embed import EmbedJobConfig
     from user_spark.cli.embed import run as run_embed_job
 
@@ -127,7 +127,7 @@ def run_jobs(spark: Any, inputs: str, model: str) -> tuple[dict[str, pd.DataFram
     job = EmbedJobConfig(
         input=os.path.join(inputs, "texts.parquet"),
         columns=(("text", "passage"), ("title", "query")),
-        model=model,
+        embed=EmbedOptions(model=model),
         partitions=3,
     )
     frames["embed_job"] = run_embed_job(spark, job).select("id", "text_embedding", "title_embedding").toPandas()

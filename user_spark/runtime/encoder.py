@@ -73,13 +73,19 @@ def load_model(
 
     # trust_remote_code=False: a config's ``auto_map`` (custom modelling code shipped in the folder) is never
     # imported; transformers' own class for ``model_type`` is used, or loading fails.
-    model, info = AutoModel.from_pretrained(
-        transformer_dir,
-        dtype=_TORCH_DTYPES[choice.dtype],
-        use_safetensors=not spec.uses_pickle,
-        trust_remote_code=False,
-        output_loading_info=True,
-    )
+    try:
+        model, info = AutoModel.from_pretrained(
+            transformer_dir,
+            dtype=_TORCH_DTYPES[choice.dtype],
+            use_safetensors=not spec.uses_pickle,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
+    except ValueError as exc:  # an unknown model_type, or one whose code ships in the folder (auto_map)
+        raise ModelSourceError(
+            f"transformers cannot load {transformer_dir} as {spec.model_type!r} without running code from the folder "
+            f"(trust_remote_code is always off): {(str(exc).splitlines() or [''])[0]}"
+        ) from None
     _check_loading_info(transformer_dir, spec, info)
     model.eval()
     name = "transformers"

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench", "memory.py")
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench", "memory.py")
 
 
 @pytest.fixture(scope="module")

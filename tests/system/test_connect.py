@@ -19,7 +19,7 @@ from conftest import sentence_transformers_reference, xquad_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.connect]
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 TOL = 1e-5
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,8 +11,6 @@ from user_spark.cli.flags import parse_column
 from user_spark.model.spec import read_model_spec
 from user_spark.runtime.device import choose_device
 from user_spark.runtime.encoder import Encoder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +91,3 @@ def test_parse_column():
     assert parse_column("body:passage") == ("body", "passage")
     assert parse_column("title") == ("title", "query")
     assert parse_column("a:b:query") == ("a:b", "query")
-
-
-@pytest.mark.slow
-def test_console_script_on_its_own_local_spark(tiny_model, docs, tmp_path):
-    """A fresh process with no session: the default local master, as on a laptop."""
-    src = tmp_path / "docs.parquet"
-    docs.to_parquet(src)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
-    cmd = [sys.executable, os.path.join(ROOT, "jobs", "embed.py"), "--input", str(src), "--output",
-           str(tmp_path / "out"), "--column", "body:passage", "--column", "title:query", "--model", tiny_model,
-           "--master", "local[2]", "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "user-spark embed:" in done.stdout
-    check_output(tmp_path / "out", docs, tiny_model)
-    version = subprocess.run([sys.executable, "-m", "user_spark", "--version"], capture_output=True, text=True)
-    assert version.stdout.startswith("user-spark ")

@@ -14,7 +14,7 @@ from conftest import prose_sentences
 from user_spark import ColumnError, EmbedMetrics, OptionError, current_embeddings, enrich, with_embeddings
 from user_spark.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXTS = prose_sentences(80)
 
 

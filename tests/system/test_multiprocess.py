@@ -22,7 +22,7 @@ from user_spark import with_embeddings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+"""None"""
+
 from __future__ import annotations
 
 import json
@@ -21,18 +23,6 @@ def _edit_json(path, **changes):
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
-
-
-def test_user_base_folder(user_base_model):
-    spec = read_model_spec(user_base_model)
-    assert spec.model_type == "deberta"
-    assert spec.dimension == 768
-    assert spec.max_seq_length == 512
-    assert spec.pooling_modes == ("mean",)
-    assert spec.include_prompt is True
-    assert spec.normalize is True
-    assert spec.prompts == {"query": "query: ", "passage": "passage: "}
-    assert spec.transformer_subdir == ""
 
 
 def test_minilm_folder_has_no_prompts_so_user_base_defaults_apply(minilm_model):

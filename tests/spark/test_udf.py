@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import sentence_transformers_reference
+from pyspark.errors import PythonException
 
 from user_spark import ColumnError, ModelSourceError, OptionError, RoleError, embed_udf, with_embeddings
 
@@ -108,7 +109,8 @@ def test_per_row_roles(spark, tiny_model, ru_texts):
 
 def test_unknown_per_row_role_fails_the_job_naming_valid_roles(spark, tiny_model):
     df = spark.createDataFrame([("текст", "summary")], "text string, kind string")
-    with pytest.raises(Exception, match=r"Unknown role 'summary'; valid roles for this model: \['passage', 'query'\]"):
+    valid = r"Unknown role 'summary'; valid roles for this model: \['passage', 'query'\]"
+    with pytest.raises(PythonException, match=valid):
         df.withColumn("e", embed_udf(tiny_model)("text", "kind")).collect()
 
 
