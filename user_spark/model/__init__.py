@@ -1,1 +1,2 @@
-"""model"""
+"""Model folders: what a folder says (``spec``), where it comes from (``source``: hub, folder, URI), what
+identifies its weights (``identity``), how executors get it (``shipping``), and roles and their prompts."""

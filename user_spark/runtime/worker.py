@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from user_spark.runtime.device import DeviceChoice
     from user_spark.runtime.encoder import Encoder
 
-__all__ = ["clear", "get_encoder", "load_events"]
+__all__ = ["get_encoder", "load_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,3 @@ def load_events() -> list[tuple[int, str, str, float]]:
     """Every model load of this process so far: ``(pid, model, device, seconds)``."""
     with _lock:
         return list(_loads)
-
-
-def clear() -> None:
-    """Drop every cached encoder (frees their memory at the next garbage collection)."""
-    with _lock:
-        _encoders.clear()
