@@ -162,23 +162,9 @@ def test_a_text_that_alone_does_not_fit_fails_with_a_clear_out_of_memory(tiny_mo
 
 @pytest.fixture(scope="module")
 def overflowing_model(tiny_model, tmp_path_factory, ru_texts):
-    """The tiny model with one frequent token's embedding at 1e5: past float16's range (65504), fine in float32."""
-    import shutil
+    from overflow_model import overflowing_copy
 
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path_factory.mktemp("overflow") / "model"
-    shutil.copytree(tiny_model, folder)
-    enc = make_encoder(tiny_model)
-    ids, _ = enc.tokenize(["query: " + t for t in ru_texts])
-    counts = np.bincount(np.concatenate([np.unique(x[1:-1]) for x in ids]))
-    token = int(np.flatnonzero((counts > len(ru_texts) // 5) & (counts < len(ru_texts) // 2))[0])
-    weights = load_file(str(folder / "model.safetensors"))
-    name = next(k for k in weights if k.endswith("word_embeddings.weight"))
-    weights[name][token] = 1e5
-    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    hit = np.asarray([token in set(x.tolist()) for x in ids])
-    return str(folder), hit
+    return overflowing_copy(tiny_model, str(tmp_path_factory.mktemp("overflow") / "model"), ru_texts)
 
 
 def test_rows_that_overflow_in_half_precision_are_recomputed_in_fp32(overflowing_model, ru_texts):

@@ -153,3 +153,13 @@ def test_a_fake_gpu_computes_on_the_cpu_exactly(two_fake_gpus, monkeypatch, targ
     assert encoder.pipelined and encoder.choice.dtype == "bfloat16" and str(encoder.device) == "cpu"
     cosine = (on_gpu.vectors * on_cpu.vectors).sum(axis=1)
     assert cosine.min() > 0.99  # bf16 (the GPU default where it is native) against exact fp32
+
+
+def test_an_unusable_registry_does_not_stop_the_work(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    registry = GpuRegistry(str(blocker / "registry"))
+    claim = registry.claim(GPUS[1])
+    assert claim.gpu == GPUS[1] and not claim.held
+    assert registry.claim_least_used(GPUS).gpu in GPUS
+    assert registry.holders(GPUS[0]) == 0

@@ -165,5 +165,9 @@ def release_memory(device: str) -> int:
 
     with torch.cuda.device(_ordinal(device)):
         torch.cuda.synchronize()
+        # cuBLAS keeps its workspaces (MiBs per stream) in the caching allocator until told otherwise.
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
     return allocated_bytes(device)

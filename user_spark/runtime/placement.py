@@ -17,6 +17,7 @@ overrides it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ except ImportError:  # not POSIX: no registry; every GPU counts one worker, and 
     _FLOCK = False
 
 __all__ = ["ENV_REGISTRY", "GpuClaim", "GpuRegistry", "least_used"]
+
+logger = logging.getLogger(__name__)
 
 ENV_REGISTRY = "USER_SPARK_GPU_REGISTRY"
 
@@ -81,7 +84,7 @@ class GpuRegistry:
         prefix = _safe(gpu.uuid) + "."
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except OSError:  # not there yet, or unusable (see claim)
             return []
         slots = [n for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()]
         return [os.path.join(self.directory, n) for n in sorted(slots, key=lambda n: int(n[len(prefix) :]))]
@@ -105,9 +108,20 @@ class GpuRegistry:
         return count
 
     def claim(self, gpu: GpuInfo) -> GpuClaim:
-        """A slot on ``gpu``: the lowest-numbered free one, created if all are held."""
+        """A slot on ``gpu``: the lowest-numbered free one, created if all are held.
+
+        Without a usable registry (no ``flock``, a read-only temporary directory) the claim is not held: the worker
+        still runs on ``gpu``, it is just not counted.
+        """
         if not _FLOCK:
             return GpuClaim(gpu, "")
+        try:
+            return self._claim(gpu)
+        except OSError as exc:
+            logger.warning("GPU registry %s unusable (%s); not counting workers per GPU", self.directory, exc)
+            return GpuClaim(gpu, "")
+
+    def _claim(self, gpu: GpuInfo) -> GpuClaim:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         slot = 0
         while True:
@@ -125,8 +139,12 @@ class GpuRegistry:
         """A slot on whichever of ``gpus`` has the fewest workers now (counted and claimed atomically)."""
         if not _FLOCK:
             return GpuClaim(gpus[os.getpid() % len(gpus)], "")
-        with self._exclusive():
-            return self.claim(gpus[least_used([self.holders(g) for g in gpus])])
+        try:
+            with self._exclusive():
+                return self._claim(gpus[least_used([self.holders(g) for g in gpus])])
+        except OSError as exc:
+            logger.warning("GPU registry %s unusable (%s); spreading workers by process id", self.directory, exc)
+            return GpuClaim(gpus[os.getpid() % len(gpus)], "")
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

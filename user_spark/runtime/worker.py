@@ -128,7 +128,7 @@ def place(requested: DeviceRequest, precision: Precision, threads: int | None, f
 def _unassigned_gpu(gpus: tuple[gpu.GpuInfo, ...]) -> gpu.GpuInfo:
     """The GPU this worker keeps when Spark assigns none: its current claim, else the node's least used one."""
     global _claim
-    if _claim is not None and _claim.held and _claim.gpu in gpus:
+    if _claim is not None and _claim.gpu in gpus:
         return _claim.gpu
     if _claim is not None:
         _claim.release()
@@ -150,7 +150,7 @@ def _hold(choice: DeviceChoice, gpus: tuple[gpu.GpuInfo, ...]) -> None:
             _claim = None
         return
     target = gpus[int(choice.device.split(":", 1)[1])]
-    if _claim is not None and _claim.held and _claim.gpu == target:
+    if _claim is not None and _claim.gpu == target:
         return
     if _claim is not None:
         _claim.release()
