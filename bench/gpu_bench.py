@@ -342,3 +342,64 @@ def table(result: dict[str, Any]) -> str:
                     f"{st['seconds'] / p['ceiling']['seconds']:.2f}x | 100% | {p['ceiling']['gpu'].get('util_mean', '')} |")
     head = "| path | tokens/s | vs sentence-transformers | of the ceiling | GPU util % |\n|---|---:|---:|---:|---:|"
     return "\n".join([head, *rows])
+
+
+def batch_fill(model_dir: str, texts: list[str], budget: int = 32768, prefix: str = "query: ") -> dict[str, Any]:
+    """How full the GPU loop's model batches are under each padding rule (pure planning, no model run).
+
+    The texts are tokenized in the GPU loop's waves and planned as the encoder plans them, with the CPU's rule
+    (padding <= 10% of the longest row) and the packed path's attention-cost rule
+    (:func:`user_spark.runtime.batching.attention_padding`, USER-base's sizes).
+    """
+    import numpy as np
+
+    from user_spark.model.spec import read_model_spec
+    from user_spark.runtime.batching import FIRST_WAVE_ROWS, attention_padding, plan_batches, wave_rows
+    from user_spark.runtime.tokens import TextTokenizer, tokenizer_folder
+
+    spec = read_model_spec(model_dir)
+    ids, _ = TextTokenizer(tokenizer_folder(model_dir, spec), spec).tokenize([prefix + t for t in texts], os.cpu_count() or 1)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    hidden, inter = 768, 3072
+    linear_per_token = 2 * (4 * hidden * hidden + 2 * hidden * inter)
+    out: dict[str, Any] = {"texts": len(texts), "tokens": int(lengths.sum()), "budget": budget}
+    for name, rule in (("max_padding=0.1 (CPU, transformers path)", 0.1),
+                       ("attention cost (packed path on GPU)", attention_padding(hidden, inter))):
+        real, padded, waste, start, size = [], [], 0.0, 0, FIRST_WAVE_ROWS
+        while start < len(lengths):
+            wave = lengths[start : start + size]
+            for index in plan_batches(wave, budget, None, max_padding=rule):
+                rows = wave[index]
+                real.append(int(rows.sum()))
+                padded.append(len(rows) * int(rows.max()))
+                waste += 4 * hidden * float(len(rows) * int(rows.max()) ** 2 - (rows.astype(np.float64) ** 2).sum())
+            start += len(wave)
+            size = wave_rows(budget, float(wave.mean()))
+        useful = float(lengths.sum()) * linear_per_token + 4 * hidden * float((lengths.astype(np.float64) ** 2).sum())
+        out[name] = {"batches": len(real), "mean_real_tokens": round(float(np.mean(real))),
+                     "median_real_tokens": int(np.median(real)), "padding": round(1 - sum(real) / sum(padded), 3),
+                     "attention_waste_of_useful_flops": round(waste / useful, 4),
+                     "batches_under_half_budget": int(sum(r < budget / 2 for r in real))}
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    sys.path.insert(0, ROOT)
+    parser = argparse.ArgumentParser(description="How full the GPU loop's batches are (CPU only, no model run)")
+    parser.add_argument("what", choices=["batching"])
+    parser.add_argument("--texts", type=int, default=40000)
+    parser.add_argument("--budget", type=int, default=32768)
+    cli = parser.parse_args()
+    from user_spark.testing import build_random_model
+
+    folder = build_random_model(os.path.join(TESTS_DATA, "USER-base"), os.path.join(__import__("tempfile").mkdtemp(), "m"),
+                                hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128)
+    texts, source = load_texts(cli.texts)
+    result = {"texts_from": source, **batch_fill(folder, texts, cli.budget)}
+    print(json.dumps(result, indent=2))
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "gpu-batch-fill.json"), "w") as fh:
+        json.dump(result, fh, indent=2)

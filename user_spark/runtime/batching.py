@@ -14,10 +14,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Batch", "PackedTokens", "attention_padding", "pack_tokens", "pad_batch", "plan_batches"]
+__all__ = [
+    "FIRST_WAVE_ROWS",
+    "Batch",
+    "PackedTokens",
+    "attention_padding",
+    "pack_tokens",
+    "pad_batch",
+    "plan_batches",
+    "wave_rows",
+]
 
 # Padding a few tokens costs less than another batch's fixed overhead (a Python call and a kernel launch per layer).
 _MIN_SLACK = 2
+# The GPU loop tokenizes in waves: the first is small so that the GPU starts early; later ones hold about
+# _WAVE_BUDGETS token budgets, enough rows to sort into full batches (bench/gpu_bench.py batching: on 40,000 real
+# texts at 32,768 tokens, waves of 2 budgets gave batches of 13k real tokens on average, 8 gave 23k).
+FIRST_WAVE_ROWS = 512
+_WAVE_BUDGETS = 8
+_MAX_WAVE_ROWS = 32768
 
 
 def plan_batches(
@@ -87,6 +102,15 @@ def pad_batch(ids: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[n
         input_ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return input_ids, mask
+
+
+def wave_rows(budget: int, mean_tokens: float) -> int:
+    """Rows in the GPU loop's next wave: about eight token budgets' worth at the mean length seen so far.
+
+    >>> wave_rows(32768, 50.0)
+    5242
+    """
+    return int(min(max(_WAVE_BUDGETS * budget / max(1.0, mean_tokens), FIRST_WAVE_ROWS), _MAX_WAVE_ROWS))
 
 
 def attention_padding(hidden: int, intermediate: int, waste: float = 0.1) -> Callable[[int], float]:

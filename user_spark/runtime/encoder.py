@@ -27,7 +27,7 @@ import torch
 
 from user_spark.errors import EmbeddingError
 from user_spark.model.spec import ModelSpec
-from user_spark.runtime.batching import Batch, attention_padding, plan_batches
+from user_spark.runtime.batching import FIRST_WAVE_ROWS, Batch, attention_padding, plan_batches, wave_rows
 from user_spark.runtime.budget import TokenBudget, activation_bytes_per_token, default_batch_tokens, memory_cap
 from user_spark.runtime.device import DeviceChoice
 from user_spark.runtime.gpu import available_bytes, compute_device, release_memory
@@ -41,10 +41,6 @@ __all__ = ["EmbedOutput", "Encoder", "describe_failure", "valid_unicode"]
 
 logger = logging.getLogger(__name__)
 
-# Pipelined waves: the first is small so the GPU starts early; later ones hold about _WAVE_BUDGETS token budgets.
-_FIRST_WAVE_ROWS = 512
-_WAVE_BUDGETS = 2
-_MAX_WAVE_ROWS = 32768
 # Batches the producer may run ahead: enough to cover tokenizing the next wave while the GPU runs these.
 _PREFETCH_BATCHES = 8
 
@@ -198,7 +194,7 @@ class Encoder:
         counts: _Counts,
     ) -> Iterator[Batch]:
         """Tokenize ``texts`` (in waves when pipelined, else at once) and yield their batches, longest first."""
-        start, size = 0, (_FIRST_WAVE_ROWS if self.pipelined else len(texts))
+        start, size = 0, (FIRST_WAVE_ROWS if self.pipelined else len(texts))
         while start < len(texts):
             stop = min(len(texts), start + size)
             ids, cut = self.tokenizer.tokenize(texts[start:stop], self._tokenize_threads)
@@ -210,8 +206,7 @@ class Encoder:
                 pl = prompt_lens[start + index] if prompt_lens is not None else None
                 batch = Batch(rows[start + index], [ids[i] for i in index.tolist()], pl)
                 yield self.runner.prepare(batch) if self.pipelined else batch
-            size = int(min(max(_WAVE_BUDGETS * budget / max(1.0, float(lengths.mean())), _FIRST_WAVE_ROWS),
-                           _MAX_WAVE_ROWS))
+            size = wave_rows(budget, float(lengths.mean()))
             start = stop
 
     def _run(self, batches: Iterable[Batch], out: np.ndarray, requested: int, counts: _Counts) -> None:
