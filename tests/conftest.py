@@ -22,6 +22,30 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _has_arrow_udf() -> bool:
+    from user_spark.compat import has_arrow_udf
+
+    return has_arrow_udf()
+
+
+# pyspark >= 4.1: the Arrow-native UDF kind; on 3.5 and 4.0 the embedding UDF is a pandas UDF only.
+needs_arrow_udf = pytest.mark.skipif(not _has_arrow_udf(), reason="arrow_udf needs pyspark >= 4.1")
+
+
+def raised_error_type() -> type[Exception]:
+    """What a job failed by ``F.raise_error`` raises: ``SparkRuntimeException`` (USER_RAISED_EXCEPTION) on
+    pyspark >= 4.0; on 3.5 a plain Java RuntimeException, which reaches Python as a ``Py4JJavaError``."""
+    from pyspark.errors import SparkRuntimeException
+
+    from user_spark.compat import pyspark_version
+
+    if pyspark_version() >= (4, 0):
+        return SparkRuntimeException
+    from py4j.protocol import Py4JJavaError
+
+    return Py4JJavaError
 USER_BASE_SOURCE = os.path.join(DATA, "USER-base")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sentence_transformers_reference
+from conftest import needs_arrow_udf, sentence_transformers_reference
 from pyspark.errors import PythonException
 
 from user_spark import ColumnError, ModelSourceError, OptionError, RoleError, embed_udf, with_embeddings
@@ -114,13 +114,13 @@ def test_unknown_per_row_role_fails_the_job_naming_valid_roles(spark, tiny_model
         df.withColumn("e", embed_udf(tiny_model)("text", "kind")).collect()
 
 
-@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+@pytest.mark.parametrize("udf_type", [pytest.param("arrow", marks=needs_arrow_udf), "pandas"])
 def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model, ru_texts, udf_type):
     import os
 
     import pandas as pd
     import pyarrow as pa
-    from pyspark.sql.functions import arrow_udf, pandas_udf
+    from pyspark.sql.functions import pandas_udf
 
     def loads_in_this_worker(n):
         from user_spark.runtime import worker as _worker
@@ -130,6 +130,8 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
 
     # The probe must be the same UDF kind as the embedding UDF: Spark runs each kind in its own worker.
     if udf_type == "arrow":
+        from pyspark.sql.functions import arrow_udf
+
         probe = arrow_udf(lambda texts: pa.array(loads_in_this_worker(len(texts))), "string")
     else:
         probe = pandas_udf(lambda texts: pd.Series(loads_in_this_worker(len(texts))), "string")
@@ -148,6 +150,7 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
     assert set(loads.values()) == {1} and 1 <= len(loads) <= 4
 
 
+@needs_arrow_udf
 def test_pandas_and_arrow_udfs_give_the_same_rows(spark, tiny_model, ru_texts):
     df = text_frame(spark, ru_texts, partitions=3, nulls_every=6)
     arrow = by_id(df.withColumn("e", embed_udf(tiny_model, udf_type="arrow")("text")).collect(), "e")
@@ -220,7 +223,7 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
         embed_udf(tiny_model, device="tpu")
 
 
-@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+@pytest.mark.parametrize("udf_type", [pytest.param("arrow", marks=needs_arrow_udf), "pandas"])
 def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model, udf_type):
     df = spark.createDataFrame([(1,)], "n long")
     with pytest.raises(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from user_spark.compat import has_arrow_udf, scalar_udf
+from user_spark.compat import has_arrow_udf, pyspark_version, require_arrow, scalar_udf, valid_utf8
 from user_spark.embedding.columns import column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, UdfType
@@ -107,6 +107,7 @@ def prepare_embedding(options: EmbedOptions, *, spark: SparkSession | None = Non
         ModelSourceError: the model cannot be found, fetched or loaded. RoleError: an unknown role.
     """
     session = active_session(spark)
+    require_arrow()
     local_dir, location = ship_model(
         session, options.model, ship=options.ship, revision=options.revision, allow_pickle=options.allow_pickle
     )
@@ -117,7 +118,10 @@ def prepare_embedding(options: EmbedOptions, *, spark: SparkSession | None = Non
 
 def _uses_arrow(udf_type: UdfType) -> bool:
     if udf_type == "arrow" and not has_arrow_udf():
-        raise OptionError("udf_type='arrow' needs pyspark >= 4.1 (arrow_udf); use 'pandas'")
+        raise OptionError(
+            f"udf_type='arrow' needs pyspark >= 4.1 (arrow_udf), this is {'.'.join(map(str, pyspark_version()))}; "
+            "use 'pandas' or 'auto'"
+        )
     return udf_type == "arrow" or (udf_type == "auto" and has_arrow_udf())
 
 
@@ -186,14 +190,15 @@ def _valid_string(col: str | Column, what: str) -> Column:
     """``col`` with invalid UTF-8 replaced by U+FFFD, or a clear error if it does not hold strings.
 
     Spark strings are bytes and may hold invalid UTF-8 (a Parquet file written by another tool, a binary cast to
-    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` alone would also turn
-    numbers into strings silently, so the column's type is checked first.
+    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` (or its 3.5 stand-in,
+    :func:`~user_spark.compat.valid_utf8`) alone would also turn numbers into strings silently, so the column's
+    type is checked first.
     """
     from pyspark.sql import functions as F
 
     c = column(col) if isinstance(col, str) else col
     kind = F.typeof(c)
-    return F.when(kind.startswith("string"), F.make_valid_utf8(c)).otherwise(
+    return F.when(kind.startswith("string"), valid_utf8(c)).otherwise(
         F.raise_error(
             F.concat(
                 F.lit(f"embed_udf needs a string {what} column, got "),
