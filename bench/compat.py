@@ -25,16 +25,12 @@ import json
 import lzma
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
-sys.path.insert(0, ROOT)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# embed.py's setup: the checkout on sys.path, the hub offline, this Python for Spark's workers.
+from embed import ROOT, SHARED, _best
 
 
 def sentences(n: int) -> list[str]:
@@ -45,14 +41,8 @@ def sentences(n: int) -> list[str]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def _best_us_per_row(fn: Callable[[], object], rows: int, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) / rows * 1e6
+def _best_us_per_row(fn: Callable[[], object], rows: int) -> float:
+    return _best(fn) / rows * 1e6
 
 
 def convert(rows: int = 10_000) -> list[dict]:
