@@ -181,5 +181,8 @@ def test_spark_submit_py_files_whl_reaches_the_driver_but_not_executors(
     # The driver imported the wheel (it ran the job's code and started tasks); the executors' Python workers
     # could not import it to unpickle the UDF.
     assert re.search(
-        r"from the Python worker[:.].*?Traceback.*?ModuleNotFoundError: No module named 'user_spark'", done.stderr, re.S
+        # 4.x: "... from the Python worker: Traceback"; 3.5: "PythonException: Traceback"
+        r"(?:from the Python worker:|PythonException:) Traceback.*?ModuleNotFoundError: No module named 'user_spark'",
+        done.stderr,
+        re.S,
     ), done.stderr[-4000:]
