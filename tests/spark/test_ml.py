@@ -35,6 +35,26 @@ def test_pipeline_with_kmeans_round_trips_through_save_and_load(spark, tiny_mode
     assert after == before and len(set(before.values())) == 3
 
 
+def test_the_readme_pipeline_embeds_each_row_once(spark, tiny_model, docs, monkeypatch):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.clustering import KMeans
+
+    import user_spark.embedding.frame as frame
+    from user_spark import EmbedMetrics
+
+    metrics = EmbedMetrics.create(spark)
+    real = frame.with_embeddings
+    monkeypatch.setattr(frame, "with_embeddings", lambda *a, **k: real(*a, **dict(k, metrics=metrics)))
+    pipeline = Pipeline(stages=[
+        UserEmbedder(inputCol="text", outputCol="features", model=tiny_model, outputType="vector"),
+        KMeans(k=5, seed=7, distanceMeasure="cosine"),
+    ])
+    fitted = pipeline.fit(docs)
+    assert metrics.rows == docs.count()  # KMeans reads its input several times; the stage embeds it once
+    features = fitted.stages[0].transform(docs).schema["features"]
+    assert features.metadata["ml_attr"] == {"num_attrs": 64}
+
+
 def test_several_columns_with_their_roles_equal_with_embeddings(spark, tiny_model, docs):
     from user_spark import with_embeddings
 

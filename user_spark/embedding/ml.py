@@ -49,6 +49,11 @@ class UserEmbedder(
     Params: ``inputCol`` or ``inputCols``; ``outputCol`` / ``outputCols`` (default ``<input>_embedding``);
     ``role`` (for every column) or ``roles`` (one per input column); ``model``; ``batchTokens``; ``device``;
     ``precision``; ``outputType``: ``"array"`` (array<float>) or ``"vector"`` (an ml Vector, for Spark ML stages).
+
+    The output is checkpointed lazily (``localCheckpoint(eager=False)``): the first action embeds each row once
+    and later passes read the stored vectors, so an estimator after it (KMeans reads its input several times)
+    does not embed the data again; the blocks go when the DataFrame is garbage collected. A ``vector`` column
+    carries Spark ML's attribute metadata (its size), so stages after it need no job to learn it.
     """
 
     _input_kwargs: dict[str, Any]  # set by @keyword_only
@@ -137,5 +142,11 @@ class UserEmbedder(
         )
         if output_type == "vector":
             for name in outputs:
-                result = result.withColumn(name, array_to_vector(column(name)))
-        return result
+                meta = dict(result.schema[name].metadata)
+                # Spark ML's attribute metadata: stages read the vector size from it instead of running a job
+                size = meta["user_spark"]["dimension"]
+                meta["ml_attr"] = {"num_attrs": size}
+                result = result.withColumn(name, array_to_vector(column(name))).withMetadata(name, meta)
+        # Each action on an un-checkpointed frame would run the model again (measured: KMeans' fit embedded every
+        # row four times: caching its input, k-means|| and the summary's cluster sizes).
+        return result.localCheckpoint(eager=False)
