@@ -104,6 +104,17 @@ def test_column_metadata_names_the_weights_of_a_local_folder(spark, tiny_model, 
     assert spark.read.parquet(str(tmp_path / "out")).schema["text_embedding"].metadata["user_spark"] == meta
 
 
+def test_dotted_column_names_are_names_not_struct_paths(spark, tiny_model):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([(1, "текст", "passage")], "`doc.id` long, `body.text` string, `the.role` string")
+    out = with_embeddings(df, {"body.text": "passage"}, model=tiny_model)
+    assert out.columns == ["doc.id", "body.text", "the.role", "body.text_embedding"]
+    assert out.schema["body.text_embedding"].metadata["user_spark"]["role"] == "passage"
+    per_row = with_embeddings(df, {"body.text": F.col("`the.role`")}, model=tiny_model).first()
+    assert per_row["body.text_embedding"] == out.first()["body.text_embedding"]
+
+
 def test_per_row_roles(spark, tiny_model, ru_texts):
     from pyspark.sql import functions as F
 

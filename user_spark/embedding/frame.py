@@ -99,14 +99,17 @@ def with_embeddings(
     metrics = metrics or EmbedMetrics.create(df.sparkSession)
     udfs = {role: EmbeddingUDF(base.with_role(role), metrics) for role in mapping.values() if isinstance(role, str)}
     result = df
-    for name, role in mapping.items():
+    for i, (name, role) in enumerate(mapping.items()):
         if isinstance(role, str):
             col = udfs[role](column(name))
         else:
             col = EmbeddingUDF(base, metrics)(column(name), role)
         meta = embedding_metadata(base, role if isinstance(role, str) else None)
-        # withMetadata, not alias(metadata=): Spark Connect's withColumn drops an alias's metadata.
-        result = result.withColumn(outputs[name], col).withMetadata(outputs[name], meta)
+        # withMetadata, not alias(metadata=): Spark Connect's withColumn drops an alias's metadata. withMetadata
+        # parses its name as a column path, so the column gets a plain temporary name first and its own name
+        # (dots allowed) by a rename, which keeps the metadata.
+        temp = f"__user_spark_embedding_{i}"
+        result = result.withColumn(temp, col).withMetadata(temp, meta).withColumnRenamed(temp, outputs[name])
     return result
 
 
