@@ -1,4 +1,4 @@
-"""None"""
+"""Reading and checking model folders on the driver: modules, pooling, prompts, weights, tokenizer."""
 
 from __future__ import annotations
 
