@@ -84,3 +84,26 @@ def test_bad_params_are_clear(spark, tiny_model, docs):
         UserEmbedder(inputCol="text", role="summary", model=tiny_model).transform(docs)
     with pytest.raises(OptionError, match="outputType must be"):
         UserEmbedder(inputCol="text", outputType="matrix", model=tiny_model).transform(docs)
+
+
+def test_dotted_output_names_and_streams(spark, tiny_model):
+    df = spark.createDataFrame([(1, "текст", "другой")], "id long, `a.text` string, b string")
+    out = UserEmbedder(inputCols=["a.text", "b"], outputCols=["doc.vec", "b_vec"], model=tiny_model,
+                       outputType="vector").transform(df)
+    assert out.columns == ["id", "a.text", "b", "doc.vec", "b_vec"]
+    assert out.schema["doc.vec"].metadata["ml_attr"] == {"num_attrs": 64}
+    assert len(out.first()["doc.vec"]) == 64
+
+    # a stream is not checkpointed (Spark refuses to run a streaming plan outside writeStream)
+    stream = spark.readStream.format("rate").option("rowsPerSecond", 20).load()
+    embedded = UserEmbedder(inputCol="text", outputCol="e", model=tiny_model).transform(
+        stream.selectExpr("CAST(value AS STRING) AS text")
+    )
+    assert embedded.isStreaming
+    query = embedded.writeStream.format("memory").queryName("user_spark_stream").start()
+    try:
+        query.processAllAvailable()
+    finally:
+        query.stop()
+    counts = spark.sql("SELECT count(*) AS n, count(e) AS embedded FROM user_spark_stream").first()
+    assert counts.n == counts.embedded

@@ -63,7 +63,7 @@ def test_custom_model_type_is_refused_without_running_its_code(model_copy, tmp_p
         auto_map={"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"},
     )
     (model_copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelSourceError, match=r"cannot load .* as 'evil-bert' without running code"):
+    with pytest.raises(ModelSourceError, match=r"cannot load .* as 'evil-bert': .*trust_remote_code is always off"):
         load(model_copy)
     assert not marker.exists()
 

@@ -22,7 +22,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasInputCols, HasOutputCol, HasOutputCols
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from user_spark.embedding.columns import column
+from user_spark.embedding.columns import column, with_named_column
 from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import OptionError
 from user_spark.model.roles import DEFAULT_ROLE
@@ -50,9 +50,11 @@ class UserEmbedder(
     ``role`` (for every column) or ``roles`` (one per input column); ``model``; ``batchTokens``; ``device``;
     ``precision``; ``outputType``: ``"array"`` (array<float>) or ``"vector"`` (an ml Vector, for Spark ML stages).
 
-    The output is checkpointed lazily (``localCheckpoint(eager=False)``): the first action embeds each row once
-    and later passes read the stored vectors, so an estimator after it (KMeans reads its input several times)
-    does not embed the data again; the blocks go when the DataFrame is garbage collected. A ``vector`` column
+    ``checkpointOutput`` (default on): the output is checkpointed lazily (``localCheckpoint(eager=False)``): the
+    first action embeds each row once and later passes read the stored vectors, so an estimator after it
+    (KMeans reads its input several times) does not embed the data again. The vectors stay in executor storage
+    (memory, spilling to disk) until the DataFrame is garbage collected; set it off to score a large table in one
+    pass (``model.transform(big).write...``). Streaming frames are never checkpointed. A ``vector`` column
     carries Spark ML's attribute metadata (its size), so stages after it need no job to learn it.
     """
 
@@ -72,6 +74,11 @@ class UserEmbedder(
                                   typeConverter=TypeConverters.toString)
     outputType: Param[str] = Param(Params._dummy(), "outputType", "array (array<float>) or vector (ml Vector)",
                                    typeConverter=TypeConverters.toString)
+    checkpointOutput: Param[bool] = Param(
+        Params._dummy(), "checkpointOutput",
+        "checkpoint the output lazily so that later passes (an estimator's) do not embed again (streams: never)",
+        typeConverter=TypeConverters.toBoolean,
+    )
 
     @keyword_only
     def __init__(
@@ -88,10 +95,11 @@ class UserEmbedder(
         device: str = "auto",
         precision: str = "auto",
         outputType: str = "array",
+        checkpointOutput: bool = True,
     ) -> None:
         super().__init__()
         self._setDefault(model=DEFAULT_MODEL, role=DEFAULT_ROLE, batchTokens=0, device="auto", precision="auto",
-                         outputType="array")
+                         outputType="array", checkpointOutput=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
@@ -144,9 +152,10 @@ class UserEmbedder(
             for name in outputs:
                 meta = dict(result.schema[name].metadata)
                 # Spark ML's attribute metadata: stages read the vector size from it instead of running a job
-                size = meta["user_spark"]["dimension"]
-                meta["ml_attr"] = {"num_attrs": size}
-                result = result.withColumn(name, array_to_vector(column(name))).withMetadata(name, meta)
+                meta["ml_attr"] = {"num_attrs": meta["user_spark"]["dimension"]}
+                result = with_named_column(result, name, array_to_vector(column(name)), meta)
+        if not self.getOrDefault(self.checkpointOutput) or result.isStreaming:
+            return result
         # Each action on an un-checkpointed frame would run the model again (measured: KMeans' fit embedded every
         # row four times: caching its input, k-means|| and the summary's cluster sizes).
         return result.localCheckpoint(eager=False)
