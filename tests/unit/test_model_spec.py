@@ -12,13 +12,6 @@ from user_spark.errors import ModelSourceError
 from user_spark.model.spec import read_model_spec
 
 
-@pytest.fixture
-def model_copy(tiny_model, tmp_path):
-    path = tmp_path / "model"
-    shutil.copytree(tiny_model, path)
-    return path
-
-
 def _edit_json(path, **changes):
     data = json.loads(path.read_text())
     data.update(changes)
