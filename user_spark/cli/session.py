@@ -95,6 +95,15 @@ def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSessio
             spark.stop()
 
 
+def _check_master_or_remote(master: str | None, remote: str | None) -> None:
+    if master and (remote or "SPARK_REMOTE" in os.environ):
+        given = f"--remote {remote}" if remote else f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}"
+        raise OptionError(
+            f"--master {master} and {given} exclude each other: a session is classic or Spark Connect; give one"
+            + ("" if remote else " (unset SPARK_REMOTE to use --master)")
+        )
+
+
 def build_session(
     app_name: str, master: str | None, confs: dict[str, str], *, remote: str | None = None
 ) -> tuple[SparkSession, bool]:
@@ -105,12 +114,7 @@ def build_session(
     """
     from pyspark.sql import SparkSession
 
-    if master and (remote or "SPARK_REMOTE" in os.environ):
-        given = f"--remote {remote}" if remote else f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}"
-        raise OptionError(
-            f"--master {master} and {given} exclude each other: a session is classic or Spark Connect; give one"
-            + ("" if remote else " (unset SPARK_REMOTE to use --master)")
-        )
+    _check_master_or_remote(master, remote)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -209,12 +213,14 @@ def _paths_are_this_machines(args: argparse.Namespace) -> bool:
 
 
 def preflight(args: argparse.Namespace, inputs: Sequence[str], outputs: Sequence[str] = ()) -> None:
-    """Before Spark starts, when the paths are this machine's: every input file or folder exists and, with
-    ``--mode errorifexists``, no output does. On a cluster or a Connect server Spark checks them itself.
+    """Before Spark starts: ``--master`` and ``--remote`` do not both name a session; when the paths are this
+    machine's, every input file or folder exists and, with ``--mode errorifexists``, no output does (on a cluster
+    or a Connect server Spark checks them itself).
 
     Raises:
         OptionError: naming the missing input or the existing output and what to do.
     """
+    _check_master_or_remote(args.master, getattr(args, "remote", None))
     if not _paths_are_this_machines(args):
         return
     fmt = getattr(args, "input_format", "auto")
