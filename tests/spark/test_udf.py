@@ -88,6 +88,33 @@ def test_roles_add_their_prefixes(spark, tiny_model, ru_texts):
     assert np.abs(p - local.embed(texts, "passage: ").vectors).max() < TOL
 
 
+def test_column_metadata_names_the_weights_of_a_local_folder(spark, tiny_model, tmp_path):
+    import hashlib
+    import pathlib
+
+    df = with_embeddings(text_frame(spark, ["текст"]), {"text": "passage"}, model=tiny_model)
+    meta = df.schema["text_embedding"].metadata["user_spark"]
+    weights = hashlib.sha256(pathlib.Path(tiny_model, "model.safetensors").read_bytes()).hexdigest()
+    expected = "sha256:" + hashlib.sha256(b"model.safetensors\0" + weights.encode()).hexdigest()[:16]
+    assert meta == {
+        "model": tiny_model, "revision": expected, "role": "passage", "prompt": "passage: ", "default_role": None,
+        "dimension": 64, "normalized": True, "storage": "float32",
+    }
+    df.write.parquet(str(tmp_path / "out"))
+    assert spark.read.parquet(str(tmp_path / "out")).schema["text_embedding"].metadata["user_spark"] == meta
+
+
+def test_dotted_column_names_are_names_not_struct_paths(spark, tiny_model):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([(1, "текст", "passage")], "`doc.id` long, `body.text` string, `the.role` string")
+    out = with_embeddings(df, {"body.text": "passage"}, model=tiny_model)
+    assert out.columns == ["doc.id", "body.text", "the.role", "body.text_embedding"]
+    assert out.schema["body.text_embedding"].metadata["user_spark"]["role"] == "passage"
+    per_row = with_embeddings(df, {"body.text": F.col("`the.role`")}, model=tiny_model).first()
+    assert per_row["body.text_embedding"] == out.first()["body.text_embedding"]
+
+
 def test_per_row_roles(spark, tiny_model, ru_texts):
     from pyspark.sql import functions as F
 
@@ -170,6 +197,19 @@ def test_metrics_count_rows_nulls_tokens(spark, tiny_model, ru_texts):
     m = udf.metrics.as_dict()
     assert m["rows"] == len(ru_texts) and m["nulls"] == len(range(0, len(ru_texts), 4))
     assert m["tokens"] > 10 * (m["rows"] - m["nulls"]) and m["truncated"] == 0
+
+
+def test_metrics_are_complete_after_actions_that_read_every_embedded_row(spark, tiny_model, ru_texts):
+    from pyspark.sql import functions as F
+
+    df = text_frame(spark, ru_texts, nulls_every=5)
+    for action in (lambda d: d.collect(), lambda d: d.toPandas(), lambda d: d.agg(F.count("e")).first()):
+        udf = embed_udf(tiny_model)
+        action(df.withColumn("e", udf("text")))
+        assert udf.metrics.rows == len(ru_texts)
+    udf = embed_udf(tiny_model)
+    df.withColumn("e", udf("text")).limit(3).collect()  # stops reading early: partial counts, as documented
+    assert 0 <= udf.metrics.rows <= len(ru_texts)
 
 
 def _run_in_job_group(spark, action):

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class EmbedConfig:
     """An embedding ready to run: the options, the model folder's spec and where executors find it.
 
-    Built on the driver by :func:`prepare_embedding`, pickled into the UDF, read on executors.
+    Built on the driver by :func:`prepare_embedding`; executors receive only its :attr:`target`.
 
     Attributes:
         options: the :class:`EmbedOptions`.
@@ -70,6 +70,11 @@ class EmbedConfig:
     @property
     def role(self) -> str:
         return self.options.role
+
+    @property
+    def model_revision(self) -> str | None:
+        """The revision recorded in output metadata (the name this attribute had before :attr:`revision`)."""
+        return self.revision
 
     def with_role(self, role: str) -> EmbedConfig:
         """The same embedding in another role (checked against the model's prompts)."""
@@ -300,7 +305,8 @@ def embed_udf(
             (hub id, folder or URI), the role every text is prefixed with (``"query"``, ``"passage"``, ...; call
             the UDF with a second column to choose it per row, null there meaning ``role``), batching, device,
             precision, storage (``"float32"`` -> ``array<float>``, ``"float16"`` -> ``binary``).
-        options: an :class:`EmbedOptions` to start from instead (the keyword arguments above are ignored).
+        options: an :class:`EmbedOptions` to start from; keyword arguments set to other than their defaults
+            apply on top of it.
         metrics: counters to update (share one between UDFs); default: new ones, as ``udf.metrics``.
         spark: the session (default: the active one).
 
@@ -316,24 +322,13 @@ def embed_udf(
     >>> df.withColumn("body_embedding", udf("body"))          # doctest: +SKIP
     DataFrame[..., body_embedding: array<float>]   # 768 values per row
     """
-    if options is None:
-        options = EmbedOptions(
-            model=model,
-            role=role,
-            batch_tokens=batch_tokens,
-            max_batch_rows=max_batch_rows,
-            device=device,
-            precision=precision,
-            threads=threads,
-            backend=backend,
-            prompts=prompts,
-            revision=revision,
-            model_revision=model_revision,
-            ship=ship,
-            allow_pickle=allow_pickle,
-            udf_type=udf_type,
-            storage=storage,
-        )
+    given = EmbedOptions(
+        model=model, role=role, batch_tokens=batch_tokens, max_batch_rows=max_batch_rows, device=device,
+        precision=precision, threads=threads, backend=backend, prompts=prompts, revision=revision,
+        model_revision=model_revision, ship=ship, allow_pickle=allow_pickle, udf_type=udf_type, storage=storage,
+    )
+    if options is not None:  # the keyword arguments that differ from their defaults apply on top of options
+        options = options.replace(**given.changes())
     session = active_session(spark)
-    config = prepare_embedding(options, spark=session)
+    config = prepare_embedding(options or given, spark=session)
     return EmbeddingUDF(config, metrics or EmbedMetrics.create(session))
