@@ -3,6 +3,7 @@
     python bench/bench_scale.py data --rows 100000 300000 1000000 3000000       # synthetic Parquet inputs
     python bench/bench_scale.py dedup --rows 300000                              # the new code
     python bench/bench_scale.py dedup --rows 1000000 --baseline /tmp/baseline-4a28adb   # + today's, same run
+    python bench/bench_scale.py dedup --rows 1000000 --baseline /tmp/baseline-4a28adb --baseline-only   # today's only
     python bench/bench_scale.py recall --rows 100000                             # full brute force
     python bench/bench_scale.py recall --rows 1000000 --sample 20000             # brute force of a sample
     python bench/bench_scale.py cluster --rows 100000 1000000 --k 1000
@@ -193,7 +194,10 @@ def baseline_dedup(tree: str, rows: int) -> dict:
     """Today's code (``tree``: a worktree of the baseline commit) on the same input, in a child process."""
     env = dict(os.environ, PYTHONPATH=tree, USER_SPARK_BENCH_IMPL="baseline")
     cmd = [sys.executable, os.path.abspath(__file__), "dedup", "--rows", str(rows), "--child"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.stderr.write(done.stderr[-6000:])
+        raise SystemExit(f"baseline run failed (exit {done.returncode}); its stderr is above")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -361,6 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--texts", type=int, default=20_000)
+    parser.add_argument("--baseline-only", action="store_true", help="dedup: run only the --baseline tree")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for rows in args.rows:
@@ -373,6 +378,9 @@ def main(argv=None) -> int:
             if args.baseline:
                 result["baseline"] = baseline_dedup(args.baseline, rows)
                 print(json.dumps({"baseline": result["baseline"]}, default=float), flush=True)
+            if args.baseline_only:
+                save(f"dedup_baseline_{rows}", result["baseline"])
+                continue
             result["new"] = run_dedup(rows, dedup_options(args))
             if result["baseline"]:
                 result["speedup"] = result["baseline"]["seconds"] / result["new"]["seconds"]
