@@ -122,8 +122,9 @@ def bench_join(spark, n: int, k: int = 10, ivf_max_rows: int = 20000, lsh_max_ro
 
 
 def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
-    """Every pair >= threshold by a numpy brute force (ids are row numbers): how many the LSH bands make
-    candidates, and how many rows' groups differ from the connected components of all those pairs."""
+    """Every pair >= threshold by a numpy brute force (ids are row numbers): with ``method="lsh"``, how many the
+    LSH bands make candidates (k-means cells: ``bench_scale.py recall``), and how many rows' groups differ from
+    the connected components of all those pairs."""
     from user_spark.ops.lsh import band_keys, hyperplanes
 
     src, dst = [], []
@@ -133,8 +134,10 @@ def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
         src.append(s + rows[keep])
         dst.append(cols[keep])
     bi, bj = np.concatenate(src), np.concatenate(dst)
-    keys = band_keys(x, hyperplanes(x.shape[1], res.bands * res.rows_per_band, 17), res.bands, res.rows_per_band)
-    candidate = (keys[bi] == keys[bj]).any(axis=1)
+    candidate = np.ones(len(bi), dtype=bool)
+    if res.bands is not None:
+        keys = band_keys(x, hyperplanes(x.shape[1], res.bands * res.rows_per_band, 17), res.bands, res.rows_per_band)
+        candidate = (keys[bi] == keys[bj]).any(axis=1)
     parent = np.arange(len(x))
 
     def find(i: int) -> int:
@@ -152,7 +155,7 @@ def dedup_against_brute_force(x: np.ndarray, res, threshold: float) -> dict:
     differ = sum(1 for i in set(expected) | set(got) if expected.get(i) != got.get(i))
     return {
         "brute_force_pairs_above_threshold": len(bi),
-        "lsh_candidate_recall": float(candidate.mean()) if len(bi) else 1.0,
+        "lsh_candidate_recall": float(candidate.mean()) if len(bi) and res.bands is not None else None,
         "rows_grouped_unlike_brute_force": differ,
     }
 
@@ -342,7 +345,7 @@ def main(argv=None) -> int:
     for r in results["jobs"]:
         print(
             f"| {r['rows']} | {r.get('dedup_s', float('nan')):.1f} | {r['cluster_k20_s']:.1f} | {r.get('dedup_summary')} | "
-            f"{r.get('lsh_candidate_recall', float('nan')):.4f} of {r.get('brute_force_pairs_above_threshold')} | "
+            f"{r.get('lsh_candidate_recall') or float('nan'):.4f} of {r.get('brute_force_pairs_above_threshold')} | "
             f"{r.get('rows_grouped_unlike_brute_force')} |"
         )
     with open(os.path.join(RESULTS, "jobs.json"), "w", encoding="utf-8") as fh:

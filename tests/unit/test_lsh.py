@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from user_spark.ops.blocks import block_topk, sort_by_id, threshold_pairs, unit_rows
+from user_spark.ops.blocks import block_topk, sort_by_id, unit_rows
+from user_spark.ops.forest import threshold_pairs
 from user_spark.ops.ivf import default_nlist, default_nprobe, nearest_lists, spherical_kmeans
 from user_spark.ops.lsh import band_keys, candidate_probability, choose_bands, collision_probability, hyperplanes
 from user_spark.ops.textnorm import normalize_text, text_key
@@ -158,7 +159,7 @@ def test_text_key_normalises_unicode_case_and_spaces():
 @pytest.mark.parametrize("string_ids", [False, True])
 @pytest.mark.parametrize("small", [64, 3])  # 3: most blocks take the per-block GEMM path instead of batched matmuls
 def test_blocks_forest_has_the_components_of_all_pairs_in_few_edges(string_ids, small):
-    from user_spark.ops.blocks import blocks_forest
+    from user_spark.ops.forest import blocks_forest
 
     rng = np.random.default_rng(5)
     pool = unit(rng, 90, 3)  # 3-d: dense, chained groups

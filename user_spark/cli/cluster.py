@@ -43,7 +43,7 @@ from user_spark.pipelines.vectors import ID, VEC, hash_sample, require_vectors
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["ClusterJobConfig", "build_parser", "main", "parse_k", "run", "write_plot"]
+__all__ = ["ClusterJobConfig", "build_parser", "describe", "main", "parse_k", "run", "write_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class ClusterJobConfig:
     embedding_col: str | None = None
     seed: int = 7
     top_n: int = 5
-    sample_rows: int = 20000
+    sample_rows: int | None = None
+    restarts: int = 3
     input_format: str = "auto"
     embed: EmbedOptions = field(default_factory=EmbedOptions)
 
@@ -83,8 +84,8 @@ def run(spark: SparkSession, config: ClusterJobConfig, metrics: EmbedMetrics | N
     df = read_input(spark, config.input, config.input_format)
     return cluster(
         df, id_col=config.id_col, text_col=config.text_col, embedding_col=config.embedding_col, k=config.k,
-        seed=config.seed, top_n=config.top_n, sample_rows=config.sample_rows, embed_options=config.embed,
-        metrics=metrics,
+        seed=config.seed, top_n=config.top_n, sample_rows=config.sample_rows, restarts=config.restarts,
+        embed_options=config.embed, metrics=metrics,
     )
 
 
@@ -109,6 +110,23 @@ def write_plot(res: ClusterResult, path: str, *, sample_rows: int = 3000, seed: 
     return plot_clusters(vectors, labels, sizes, path, title=f"k-means (cosine), k = {res.k}")
 
 
+def describe(res: ClusterResult) -> str:
+    """The k used and why, and the counts the job has: ``k=12 (silhouette ...); 1000 rows, objective 0.61, ...``."""
+    stats = res.stats
+    chosen = f"k={res.k}"
+    if res.k < stats.get("k_requested", res.k):
+        chosen += f" (asked {stats['k_requested']}: the sample holds only {res.k} distinct vectors)"
+    if res.silhouettes:
+        chosen += " (silhouette " + ", ".join(f"{k}: {s:.3f}" for k, s in res.silhouettes.items()) + ")"
+    if not stats:
+        return chosen
+    return (
+        f"{chosen}; {stats['rows']} rows, k-means on {stats['sample_rows']} sampled (mean cosine to centroid "
+        f"{stats['objective']:.4f}), {stats['pairs_scored_per_row']:.0f} centroids compared per row, "
+        f"{stats['vector_copies_per_row']:.0f} vector copies shuffled"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="user-spark cluster", description="Cluster rows by their embeddings (k-means, cosine)."
@@ -122,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--top-n", type=int, default=5, help="texts nearest each centroid in the summary")
     parser.add_argument(
-        "--sample-rows", type=positive_int, default=20000, help="sample size for choosing k by silhouette"
+        "--sample-rows", type=positive_int, default=None,
+        help="rows k-means trains on (and k is chosen on), collected to the driver (default: max(100000, 64 x k))",
     )
+    parser.add_argument("--restarts", type=positive_int, default=3,
+                        help="k-means runs from different seedings; the best is kept (default: %(default)s)")
     parser.add_argument("--plot", help="PNG to write (default: OUTPUT/clusters.png for a local output)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     add_embedding_arguments(parser)
@@ -141,6 +162,7 @@ def _main(args: argparse.Namespace) -> int:
         seed=args.seed,
         top_n=args.top_n,
         sample_rows=args.sample_rows,
+        restarts=args.restarts,
         input_format=args.input_format,
         embed=embed_options(args),
     )
@@ -158,15 +180,10 @@ def _main(args: argparse.Namespace) -> int:
         write_parquet(res.summary, os.path.join(args.output, "summary"), args.mode)
         if plot:
             write_plot(res, plot, seed=args.seed)
-        chosen = f"k={res.k}" + (
-            " (silhouette " + ", ".join(f"{k}: {s:.3f}" for k, s in res.silhouettes.items()) + ")"
-            if res.silhouettes
-            else ""
-        )
         seconds = time.perf_counter() - start
         print(
-            f"user-spark cluster: {chosen}{embedded_counts(metrics, seconds)}; {seconds:.1f} s -> {args.output}"
-            + (f", plot {plot}" if plot else "")
+            f"user-spark cluster: {describe(res)}{embedded_counts(metrics, seconds)}; {seconds:.1f} s -> "
+            f"{args.output}" + (f", plot {plot}" if plot else "")
         )
         return 0
 

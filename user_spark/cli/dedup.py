@@ -37,7 +37,15 @@ from user_spark.cli.session import (
 )
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions
-from user_spark.pipelines.dedup import DEFAULT_THRESHOLD, DedupResult, Representative, dedup
+from user_spark.pipelines.dedup import (
+    DEFAULT_CELL_ROWS,
+    DEFAULT_MARGIN,
+    DEFAULT_THRESHOLD,
+    DedupResult,
+    Method,
+    Representative,
+    dedup,
+)
 from user_spark.pipelines.vectors import require_vectors
 
 if TYPE_CHECKING:
@@ -57,7 +65,10 @@ class DedupJobConfig:
     exact: bool = True
     input_format: str = "auto"
     seed: int = 17
-    block_rows: int = 4096
+    block_rows: int | None = None
+    method: Method | None = None
+    margin: float = DEFAULT_MARGIN
+    cell_rows: int = DEFAULT_CELL_ROWS
     embed: EmbedOptions = field(default_factory=EmbedOptions)
 
     def __post_init__(self) -> None:
@@ -71,7 +82,8 @@ def run(spark: SparkSession, config: DedupJobConfig, metrics: EmbedMetrics | Non
     return dedup(
         df, id_col=config.id_col, text_col=config.text_col, embedding_col=config.embedding_col,
         threshold=config.threshold, representative=config.representative, exact=config.exact,
-        seed=config.seed, block_rows=config.block_rows, embed_options=config.embed, metrics=metrics,
+        seed=config.seed, block_rows=config.block_rows, method=config.method, margin=config.margin,
+        cell_rows=config.cell_rows, embed_options=config.embed, metrics=metrics,
     )
 
 
@@ -87,8 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--representative", choices=("smallest_id", "longest_text"), default="smallest_id",
                         help="which row of a group is kept (default: %(default)s)")
     parser.add_argument("--no-exact", action="store_true", help="skip the exact (normalised text) step")
-    parser.add_argument("--seed", type=int, default=17, help="LSH seed (default: %(default)s)")
-    parser.add_argument("--block-rows", type=positive_int, default=4096, help="rows of a bucket compared together")
+    parser.add_argument("--method", choices=("kmeans", "lsh"), default=None,
+                        help="candidate pairs from k-means cells (default; work per row flat in the rows) or LSH bands")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="k-means: copy a row into the cells whose boundary is within this many times the "
+                             "distance of a pair at the threshold (0 to 1; default: %(default)s)")
+    parser.add_argument("--cell-rows", type=positive_int, default=DEFAULT_CELL_ROWS,
+                        help="k-means: rows per cell (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=17, help="k-means sample / LSH seed (default: %(default)s)")
+    parser.add_argument("--block-rows", type=positive_int, default=None,
+                        help="rows one block holds at most; bigger cells are split (default: 16384 k-means, 4096 LSH)")
     add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
@@ -98,7 +118,8 @@ def _main(args: argparse.Namespace) -> int:
     config = DedupJobConfig(
         input=args.input, id_col=args.id_col, text_col=args.text_col, embedding_col=args.embedding_col,
         threshold=args.threshold, representative=args.representative, exact=not args.no_exact,
-        input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, embed=embed_options(args),
+        input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, method=args.method,
+        margin=args.margin, cell_rows=args.cell_rows, embed=embed_options(args),
     )
     preflight(args, [args.input], [os.path.join(args.output, "groups"), os.path.join(args.output, "kept")])
     if config.embedding_col is None:
@@ -110,7 +131,8 @@ def _main(args: argparse.Namespace) -> int:
         write_parquet(res.groups, os.path.join(args.output, "groups"), args.mode)
         write_parquet(res.kept, os.path.join(args.output, "kept"), args.mode)
         seconds = time.perf_counter() - start
-        summary = dict(res.summary, bands=res.bands, rows_per_band=res.rows_per_band, seconds=round(seconds, 1))
+        lsh = {"bands": res.bands, "rows_per_band": res.rows_per_band} if res.method == "lsh" else {}
+        summary = dict(res.summary, method=res.method, **lsh, seconds=round(seconds, 1))
         local = local_path(args.output)
         if local is not None:
             write_json(os.path.join(local, "summary.json"), summary)

@@ -12,16 +12,15 @@ small: they stream through an Arrow UDF, many blocks per call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from user_spark.pipelines.arrow import batch_columns
 from user_spark.pipelines.frames import one_row, shuffle_partitions_setting
 from user_spark.pipelines.vectors import ID, VEC
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
@@ -72,24 +71,6 @@ def _stack(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
     ids, vecs = sort_by_id(pdf[ID].to_numpy(), unit_rows(pdf[VEC].tolist()))
     return np.asarray(ids), vecs
-
-
-def _columns(batch: pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """An Arrow batch of ``names`` and a vector column as numpy arrays (``VEC``: one ``(rows, dim)`` matrix).
-
-    Raises:
-        ValueError: vectors of different lengths.
-    """
-    import numpy as np
-
-    vec = batch.column(VEC)
-    flat = vec.flatten().to_numpy(zero_copy_only=False)
-    dim = len(flat) // max(batch.num_rows, 1)
-    if dim * batch.num_rows != len(flat) or np.any(np.diff(vec.offsets.to_numpy()) != dim):
-        raise ValueError("embedding vectors have different lengths; all must be equally long")
-    cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in names}
-    cols[VEC] = flat.reshape(batch.num_rows, dim)
-    return cols
 
 
 def topk_join(
@@ -182,7 +163,7 @@ def bucket_pairs(
     block_rows: int,
     id_type: DataType,
     signature_rows: int | None = None,
-) -> DataFrame:
+) -> tuple[DataFrame, dict[str, int]]:
     """``(src, dst)`` edges whose connected components are those of every pair sharing a bucket with cosine
     ``>= threshold``: each batch of blocks sends a spanning forest of its pairs, so a group of ``n``
     near-identical rows costs about ``n`` edges per block, not ``n^2 / 2``.
@@ -193,18 +174,20 @@ def bucket_pairs(
     LSH makes hundreds of thousands of buckets of a few rows out of 100k rows, so a grouped pandas UDF (a
     pandas frame and a Python call per bucket) spends its time on overhead. Instead, blocks are hash
     partitioned and sorted, and an Arrow UDF streams each partition, scoring all small blocks of a batch in a
-    few batched matmuls (:func:`user_spark.ops.blocks.blocks_forest`). A block never spans two calls: the rows
+    few batched matmuls (:func:`user_spark.ops.forest.blocks_forest`). A block never spans two calls: the rows
     of a batch's last block wait for the next batch, so memory is a few copies of one Arrow batch
     (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows) plus one block.
 
     Both shuffles are sized by what they move (:func:`shuffle_partitions`): the signatures by
     ``signature_rows`` when given, the vector copies by a count of the rows in shared buckets (materialised
-    once with ``localCheckpoint``, so the window runs once).
+    once with ``localCheckpoint``, so the window runs once). Also returns the stage's counts
+    (:func:`user_spark.pipelines.edges.split_edges`).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_type
-    from pyspark.sql.types import StructField, StructType
+
+    from user_spark.pipelines.edges import edge_batches, edge_schema, split_edges
 
     spark = signatures.sparkSession
     if signature_rows is not None and (parts := shuffle_partitions(spark, signature_rows, _SIGNATURE_ROW_BYTES)):
@@ -230,21 +213,18 @@ def bucket_pairs(
     keyed = (copied.repartition(parts, *keys) if parts else copied.repartition(*keys)).sortWithinPartitions(
         *keys, "_s", ID
     )
-    schema = StructType([StructField("src", id_type, False), StructField("dst", id_type, False)])
     arrow_id = to_arrow_type(id_type)
 
     def edges(batches):  # type: ignore[no-untyped-def]
-        import pyarrow as pa
-
-        from user_spark.ops.blocks import blocks_forest, unit_rows
+        from user_spark.ops.blocks import unit_rows
+        from user_spark.ops.forest import BlockCounts, blocks_forest
         from user_spark.ops.streams import block_bounds, whole_blocks
 
-        for cols in whole_blocks((_columns(b, [*keys, "_s", ID]) for b in batches), keys):
+        counts = BlockCounts()
+        for cols in whole_blocks((batch_columns(b, [*keys, "_s", ID], VEC) for b in batches), keys):
             starts, splits = block_bounds(cols[BUCKET], cols[_LSUB], cols[_RSUB], cols["_s"])
-            roots, members = blocks_forest(cols[ID], unit_rows(cols[VEC]), starts, splits, threshold)
-            if len(roots):
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(roots, type=arrow_id), pa.array(members, type=arrow_id)], names=["src", "dst"]
-                )
+            roots, members = blocks_forest(cols[ID], unit_rows(cols[VEC]), starts, splits, threshold, counts=counts)
+            yield from edge_batches(roots, members, None, arrow_id)
+        yield from edge_batches([], [], counts, arrow_id)
 
-    return keyed.mapInArrow(edges, schema).dropDuplicates(["src", "dst"])
+    return split_edges(keyed.mapInArrow(edges, edge_schema(id_type)))

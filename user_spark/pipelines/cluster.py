@@ -1,8 +1,16 @@
-"""Clustering: Spark ML k-means under cosine distance on the embeddings, ``k`` given or chosen by silhouette.
+"""Clustering: spherical k-means (cosine) on the embeddings, ``k`` given or chosen by silhouette.
 
-The vectors are laid out the same way whatever the input's partitioning (hash-partitioned by id into a fixed
-number of partitions, sorted by id inside each), so a seeded run gives the same clusters on ``local[1]``,
-``local[2]`` or a cluster. Only the centroids (k x dim) reach the driver.
+Linear in the rows, one stored copy of the vectors (the embedding checkpoint; none for an ``embedding_col``):
+
+1. a sample of at most ``sample_rows`` rows, picked by a hash of the id
+   (:func:`user_spark.pipelines.kmeans.sample_vectors`), comes to the driver as Arrow, and k-means is trained
+   there (:func:`user_spark.ops.kmeans.train`: greedy k-means++, Lloyd to convergence, ``restarts`` seedings, the
+   best objective kept; two-level from 4,096 centroids);
+2. one map over the rows assigns each to its nearest centroid (:func:`user_spark.pipelines.kmeans.assign`): no
+   shuffle of vectors, and a row's cluster depends only on the row, the sample and the seed;
+3. small aggregates give each cluster's size, mean similarity and the texts nearest its centroid.
+
+So a seeded run gives the same clusters whatever the partitioning, ``spark.sql.shuffle.partitions`` or cluster.
 """
 
 from __future__ import annotations
@@ -15,25 +23,21 @@ from typing import TYPE_CHECKING, Any
 from user_spark.embedding.columns import check_text_column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
-from user_spark.errors import OptionError
-from user_spark.pipelines.frames import shuffle_partitions_setting
-from user_spark.pipelines.vectors import (
-    ID,
-    VEC,
-    check_id_column,
-    check_unique_ids,
-    hash_sample,
-    require_vectors,
-    vector_frame,
-)
+from user_spark.errors import ColumnError, OptionError
+from user_spark.pipelines.vectors import ID, check_id_column, check_unique_ids, require_vectors, vector_frame
 
 if TYPE_CHECKING:
     import numpy as np
     from pyspark.sql import DataFrame
 
-__all__ = ["ClusterResult", "cluster"]
+    from user_spark.ops.kmeans import KMeansFit
+
+__all__ = ["DEFAULT_SAMPLE_ROWS", "ClusterResult", "cluster"]
 
 logger = logging.getLogger(__name__)
+
+#: Rows k-means trains on by default (at least 64 per centroid): 100,000 x 768 float32 is 0.3 GB on the driver.
+DEFAULT_SAMPLE_ROWS = 100_000
 
 
 @dataclass
@@ -45,8 +49,14 @@ class ClusterResult:
             row with a vector.
         summary: one row per cluster: ``cluster_id, size, mean_similarity, nearest`` (the ``top_n`` texts, or
             ids without a text column, nearest the centroid, nearest first).
-        k: the number of clusters used; centroids: ``(k, dim)`` unit vectors;
+        k: the number of clusters used: the ``k`` asked (or chosen), or fewer when the sample holds fewer
+            distinct vectors (``stats["k_requested"]`` says what was asked).
+        centroids: ``(k, dim)`` unit vectors.
         silhouettes: ``{k: silhouette}`` on the sample when ``k`` was chosen from a range (else empty).
+        stats: ``rows`` (with a vector), ``sample_rows``, ``k_requested``, ``objective`` (mean cosine of the
+            sample to its nearest centroid), ``restart`` and ``iterations`` of the kept k-means run,
+            ``vector_copies_per_row`` (vectors shuffled per row: 0, the assignment is a map) and
+            ``pairs_scored_per_row`` (centroids each row is compared with).
     """
 
     assignments: DataFrame
@@ -55,82 +65,80 @@ class ClusterResult:
     centroids: np.ndarray
     silhouettes: dict[int, float] = field(default_factory=dict)
     vectors: DataFrame | None = None  # (_id, _vec), for plots
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def _ks(k: int | Sequence[int] | range) -> list[int]:
     ks = [k] if isinstance(k, int) else list(k)
-    if not ks or any(not isinstance(x, int) or x < 2 for x in ks):
+    if not ks or any(not isinstance(x, int) or isinstance(x, bool) or x < 2 for x in ks):
         raise OptionError(f"k must be an integer >= 2 or a range of them, e.g. k=20 or k=range(5, 31, 5); got {k!r}")
     return sorted(set(ks))
 
 
-def _fit(features: DataFrame, k: int, seed: int, max_iter: int):  # type: ignore[no-untyped-def]
-    from pyspark.ml.clustering import KMeans
-
-    return KMeans(k=k, seed=seed, maxIter=max_iter, distanceMeasure="cosine", featuresCol="_features").fit(features)
-
-
-def _silhouette(model, sample: DataFrame) -> float:  # type: ignore[no-untyped-def]
-    from pyspark.ml.evaluation import ClusteringEvaluator
-
-    evaluator = ClusteringEvaluator(featuresCol="_features", predictionCol="prediction", distanceMeasure="cosine")
-    return float(evaluator.evaluate(model.transform(sample)))
+def _check_options(top_n: int, sample_rows: int | None, max_iter: int, restarts: int) -> None:
+    if top_n < 0 or max_iter < 1 or restarts < 1 or (sample_rows is not None and sample_rows < 10):
+        raise OptionError(
+            f"need top_n >= 0, max_iter >= 1, restarts >= 1 and sample_rows >= 10; got {top_n}, {max_iter}, "
+            f"{restarts}, {sample_rows}"
+        )
 
 
-def _assign(vectors: DataFrame, centroids: np.ndarray, id_col: str, id_type: Any) -> DataFrame:
-    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
-
-    schema = StructType([
-        StructField(id_col, id_type, False), StructField("cluster_id", IntegerType(), False),
-        StructField("similarity", FloatType(), False),
-    ])
-
-    def nearest(batches):  # type: ignore[no-untyped-def]
-        import numpy as np
-        import pandas as pd
-
-        from user_spark.ops.blocks import unit_rows
-
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            sims = unit_rows(pdf[VEC].tolist()) @ centroids.T
-            best = sims.argmax(axis=1)
-            yield pd.DataFrame({
-                id_col: pdf[ID].to_numpy(), "cluster_id": best.astype(np.int32),
-                "similarity": sims[np.arange(len(best)), best].astype(np.float32),
-            })
-
-    return vectors.mapInPandas(nearest, schema)
+def _check_rows(rows: int, ks: list[int], text_col: str | None, embedding_col: str | None) -> None:
+    """Refuse an empty input, and a ``k`` above the rows, before any k-means runs."""
+    source = f"embedding column {embedding_col!r}" if embedding_col else f"text column {text_col!r}"
+    if rows == 0:
+        raise ColumnError(f"cluster found no rows with a vector: the input is empty or its {source} is null in every "
+                          "row")
+    if ks[-1] > rows:
+        asked = f"k={ks[0]}" if len(ks) == 1 else f"k up to {ks[-1]}"
+        raise OptionError(
+            f"{asked} needs at least that many rows with a vector; the input has {rows} (rows with a null "
+            f"{source} are left out). Ask for k <= {rows}"
+        )
 
 
-def _features(vecs: DataFrame, parts: int) -> DataFrame:
-    """``(_id, _vec, _features)`` laid out the same whatever the input's partitioning, checkpointed once."""
-    from pyspark.ml.functions import array_to_vector
+def _fit(
+    sample: np.ndarray, ks: list[int], seed: int, restarts: int, max_iter: int
+) -> tuple[KMeansFit, int, dict[int, float]]:
+    """The fit of the single ``k``, or of the ``k`` of best silhouette on the sample (ties to the smaller k); the
+    ``k`` it was asked for; every ``k``'s silhouette."""
+    from user_spark.ops.kmeans import cosine_silhouette, train
+
+    if len(ks) == 1:
+        return train(sample, ks[0], seed=seed, restarts=restarts, max_iter=max_iter), ks[0], {}
+    fits, silhouettes = {}, {}
+    for kk in ks:
+        fits[kk] = train(sample, kk, seed=seed, restarts=restarts, max_iter=max_iter)
+        labels, _ = fits[kk].centroids.nearest(sample)
+        silhouettes[kk] = cosine_silhouette(sample, labels[:, 0]) if fits[kk].centroids.k > 1 else -1.0
+        logger.info("k=%d: silhouette %.4f on %d sampled rows", kk, silhouettes[kk], len(sample))
+    best = max(ks, key=lambda kk: (silhouettes[kk], -kk))
+    return fits[best], best, silhouettes
+
+
+def _stats(fit: KMeansFit, rows: int, sample_rows: int, asked: int) -> dict[str, Any]:
+    index = fit.centroids
+    if index.coarse is None:
+        compared = float(index.k)
+    else:  # the coarse cells, then the centroids of the probed ones
+        compared = index.coarse.shape[0] + index.probe * index.k / index.coarse.shape[0]
+    if index.k < asked:
+        logger.warning("k=%d asked, but the sample holds only %d distinct vectors: %d clusters", asked, index.k,
+                       index.k)
+    return {
+        "rows": rows, "sample_rows": sample_rows, "k_requested": asked, "objective": fit.objective,
+        "restart": fit.restart, "iterations": fit.iterations, "vector_copies_per_row": 0.0,
+        "pairs_scored_per_row": compared,
+    }
+
+
+def _assignments(vecs: DataFrame, fit: KMeansFit, id_col: str, id_type: Any) -> DataFrame:
     from pyspark.sql import functions as F
 
-    return (
-        vecs.repartition(parts, ID).sortWithinPartitions(ID)
-        .select(ID, VEC, array_to_vector(F.col(VEC)).alias("_features"))
-        .localCheckpoint(eager=True)
-    )
+    from user_spark.pipelines.kmeans import CELL, SIM, assign
 
-
-def _choose_k(
-    features: DataFrame, ks: list[int], seed: int, max_iter: int, sample_rows: int
-) -> tuple[int, dict[int, float]]:
-    """The k of best silhouette on a sample (ties to the smaller k), and every k's silhouette."""
-    if len(ks) == 1:
-        return ks[0], {}
-    n = features.count()
-    if n < max(ks):
-        raise OptionError(f"k up to {max(ks)} needs at least that many rows with vectors, got {n}")
-    sample = hash_sample(features, ID, min(1.0, sample_rows / n), seed).localCheckpoint(eager=True)
-    silhouettes: dict[int, float] = {}
-    for kk in ks:
-        silhouettes[kk] = _silhouette(_fit(sample, kk, seed, max_iter), sample)
-        logger.info("k=%d: silhouette %.4f on the sample", kk, silhouettes[kk])
-    return max(ks, key=lambda kk: (silhouettes[kk], -kk)), silhouettes
+    nearest = assign(vecs, fit.centroids, id_type=id_type)
+    return nearest.select(F.col(ID).alias(id_col), F.col(CELL).alias("cluster_id"), F.col(SIM).alias("similarity"))
 
 
 def _cluster_summary(assignments: DataFrame, df: DataFrame, id_col: str, text_col: str | None, top_n: int) -> DataFrame:
@@ -163,8 +171,9 @@ def cluster(
     embedding_col: str | None = None,
     k: int | Sequence[int] | range = 20,
     seed: int = 7,
-    max_iter: int = 30,
-    sample_rows: int = 20000,
+    max_iter: int = 100,
+    restarts: int = 3,
+    sample_rows: int | None = None,
     top_n: int = 5,
     partitions: int | None = None,
     model: str | None = None,
@@ -172,39 +181,44 @@ def cluster(
     embed_options: EmbedOptions | Mapping[str, Any] | None = None,
     metrics: EmbedMetrics | None = None,
 ) -> ClusterResult:
-    """k-means (cosine) over the embeddings of ``df``.
+    """Spherical k-means (cosine) over the embeddings of ``df``.
 
     Args:
         df: rows with a unique id.
         id_col: unique id (integer or string).
         text_col: text to embed (role ``query``) when ``embedding_col`` is not given; also labels clusters.
-        embedding_col: existing ``array<float>`` vectors.
-        k: number of clusters, or several (``range(5, 31, 5)``): each is fitted on a sample of about
-            ``sample_rows`` rows and the best silhouette (cosine) wins; ties go to the smaller k.
-        seed: seed of k-means (and of the sample). max_iter: k-means iterations.
+        embedding_col: existing vectors (``array<float>``, ``array<double>`` or float16 ``binary``).
+        k: number of clusters, or several (``range(5, 31, 5)``): each is fitted on the sample and the best
+            silhouette (cosine) wins; ties go to the smaller k. At most the number of rows with a vector.
+        seed: seed of the sample and of k-means; the same seed gives the same clusters on any partitioning.
+        max_iter: Lloyd iterations at most per k-means run (a run stops earlier when no row moves).
+        restarts: k-means runs from different seedings; the best objective (mean cosine to the nearest
+            centroid) is kept, as scikit-learn's ``n_init``.
+        sample_rows: rows k-means trains on, collected to the driver (``sample_rows x dim x 4`` bytes);
+            default ``max(100,000, 64 x k)``. All rows are assigned, whatever the sample.
         top_n: texts per cluster in ``summary.nearest``.
-        partitions: partitions of the k-means input (default ``spark.sql.shuffle.partitions``); part of what
-            makes a seeded run reproducible, so keep it fixed between runs you compare.
+        partitions: ignored (kept for compatibility): results no longer depend on any partitioning.
         model: model for ``text_col`` (default ``deepvk/USER-base``); overrides ``embed_options.model``.
         check_ids: check ids are unique and not null (one pass over the id column).
         embed_options: an :class:`~user_spark.EmbedOptions` for embedding ``text_col``.
         metrics: counters of the texts embedded.
 
     Returns:
-        :class:`ClusterResult` (``assignments``, ``summary``, ``k``, ``centroids``, ``silhouettes``).
+        :class:`ClusterResult` (``assignments``, ``summary``, ``k``, ``centroids``, ``silhouettes``, ``stats``).
 
     Raises:
-        ColumnError: a missing or mistyped column, duplicate ids. OptionError: a bad ``k`` or other option.
+        ColumnError: a missing or mistyped column, duplicate ids, no row with a vector.
+        OptionError: a bad ``k`` (below 2, or more than the rows with a vector) or another option.
 
     >>> res = cluster(df, id_col="id", embedding_col="emb", k=20, seed=7)  # doctest: +SKIP
     >>> res.assignments   # DataFrame[id: bigint, cluster_id: int, similarity: float]
     >>> res.summary       # DataFrame[cluster_id: int, size: bigint, mean_similarity: double, nearest: array<string>]
     """
-    import numpy as np
+    from user_spark.pipelines.kmeans import sample_vectors
 
+    del partitions
     ks = _ks(k)
-    if top_n < 0 or sample_rows < 10 or max_iter < 1:
-        raise OptionError(f"need top_n >= 0, sample_rows >= 10, max_iter >= 1; got {top_n}, {sample_rows}, {max_iter}")
+    _check_options(top_n, sample_rows, max_iter, restarts)
     require_vectors(text_col, embedding_col, "cluster")
     options = coerce_options(embed_options, model=model).replace(role="query")
     check_id_column(df, id_col)
@@ -212,20 +226,19 @@ def cluster(
         check_text_column(df, text_col)
     if check_ids:
         check_unique_ids(df, id_col)
-    parts = partitions or shuffle_partitions_setting(df.sparkSession)
     vecs = vector_frame(df, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
-    features = _features(vecs, parts)
-    chosen, silhouettes = _choose_k(features, ks, seed, max_iter, sample_rows)
-    fitted = _fit(features, chosen, seed, max_iter)
-    centroids = np.stack([np.asarray(c, dtype=np.float32) for c in fitted.clusterCenters()])
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    id_type = df.schema[id_col].dataType
-    assignments = _assign(features.select(ID, VEC), centroids, id_col, id_type).localCheckpoint(eager=True)
+    rows = vecs.count()  # an embedded frame is checkpointed: the count runs no model
+    _check_rows(rows, ks, text_col, embedding_col)
+    wanted = sample_rows or max(DEFAULT_SAMPLE_ROWS, 64 * ks[-1])
+    _, sample = sample_vectors(vecs, wanted, seed=seed, total=rows)
+    fit, asked, silhouettes = _fit(sample, ks, seed, restarts, max_iter)
+    assignments = _assignments(vecs, fit, id_col, df.schema[id_col].dataType).localCheckpoint(eager=True)
     return ClusterResult(
         assignments=assignments,
         summary=_cluster_summary(assignments, df, id_col, text_col, top_n),
-        k=chosen,
-        centroids=centroids,
+        k=fit.centroids.k,
+        centroids=fit.centroids.vectors,
         silhouettes=silhouettes,
-        vectors=features.select(ID, VEC),
+        vectors=vecs,
+        stats=_stats(fit, rows, len(sample), asked),
     )

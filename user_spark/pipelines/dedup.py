@@ -1,14 +1,18 @@
-"""Deduplication: exact duplicates by normalised-text hash, near duplicates by LSH candidates + exact cosine,
+"""Deduplication: exact duplicates by normalised-text hash, near duplicates by exact cosine inside k-means cells,
 groups as connected components of the duplicate graph, one representative per group.
 
-Steps, all in Spark (nothing but counts reaches the driver):
+Steps, all in Spark (counts, a bounded sample and the centroids reach the driver):
 
 1. rows whose normalised text (:func:`user_spark.ops.textnorm.normalize_text`) is equal form exact groups; only the
    best row of each (by the representative rule) is embedded;
-2. random-hyperplane LSH (:mod:`user_spark.ops.lsh`) puts those rows in buckets, one per band; pairs inside a bucket
-   with cosine ``>= threshold`` become edges (:func:`user_spark.pipelines.blocks.bucket_pairs`);
+2. candidates (``method="kmeans"``, the default): spherical k-means trained on a sample cuts the vectors into cells
+   of about ``cell_rows`` rows; each row goes to its nearest cell and to the cells whose boundary is within
+   ``margin`` times the distance of a pair at the threshold, and pairs inside a cell with cosine ``>= threshold``
+   become edges (:mod:`user_spark.pipelines.cells`). Work per row does not grow with the rows.
+   ``method="lsh"``: random-hyperplane LSH buckets, one per band (:func:`user_spark.pipelines.blocks.bucket_pairs`);
+   its buckets fill as the rows grow, so its work per row grows with them;
 3. connected components of the edges (:mod:`user_spark.pipelines.components`) join exact groups into duplicate groups,
-   so duplicates that never shared a bucket still end up together.
+   so duplicates that never shared a cell still end up together.
 """
 
 from __future__ import annotations
@@ -34,7 +38,16 @@ __all__ = ["DEFAULT_THRESHOLD", "DedupResult", "dedup"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.92
+#: Defaults of the k-means candidate step (docs/BENCHMARKS.md measures them; docs/SCALING.md models their cost).
+DEFAULT_MARGIN = 0.1
+DEFAULT_CELL_ROWS = 4096
+DEFAULT_MAX_CELLS = 4
+#: Rows one block holds at most: a bigger cell is split into sub-blocks (k-means) or a bigger LSH bucket.
+DEFAULT_BLOCK_ROWS = {"kmeans": 16384, "lsh": 4096}
+#: From this many cells, the cells are a two-level index (a row is compared with ~sqrt(cells) centroids).
+CELLS_TWO_LEVEL_FROM = 1024
 Representative = Literal["smallest_id", "longest_text"]
+Method = Literal["kmeans", "lsh"]
 
 
 @dataclass
@@ -47,15 +60,21 @@ class DedupResult:
             id in the group), ``representative_id``, ``similarity`` (cosine to the representative, 1.0 for it
             and its exact duplicates).
         summary: ``rows_in``, ``exact_duplicates``, ``near_duplicates`` (rows dropped by each step),
-            ``rows_kept``, ``groups``; computed by :func:`dedup` from counts it has anyway.
-        bands, rows_per_band: the LSH parameters used.
+            ``rows_kept``, ``groups``; and the work done: ``vector_rows`` (rows compared by vector: one per exact
+            group), ``vector_copies_per_row`` (vectors shuffled per vector row), ``pairs_scored_per_row``
+            (similarities computed per vector row), ``pairs_found`` (pairs at or above the threshold, counted
+            once per block that found them), ``star_edges`` (core rows linked to their cell's leader unscored),
+            ``cells`` (k-means; 0 for LSH). From counts the job has anyway.
+        bands, rows_per_band: the LSH parameters used (``None`` for k-means).
+        method: ``"kmeans"`` or ``"lsh"``.
     """
 
     kept: DataFrame
     groups: DataFrame
-    summary: dict[str, int]
-    bands: int
-    rows_per_band: int
+    summary: dict[str, Any]
+    bands: int | None
+    rows_per_band: int | None
+    method: Method = "kmeans"
 
 
 def _rule_key(rule: str, id_col: str, text_col: str | None) -> Column:
@@ -121,15 +140,22 @@ def _signatures(vectors: DataFrame, dim_seed: int, bands: int, rows: int, id_typ
     return vectors.mapInPandas(sign, schema).select(ID, F.xxhash64("_band", "_key").alias(BUCKET))
 
 
-def _check_options(
-    threshold: float,
-    representative: str,
-    text_col: str | None,
-    embedding_col: str | None,
-    block_rows: int,
-    bands: int | None,
-    rows_per_band: int | None,
-) -> None:
+@dataclass(frozen=True)
+class _Candidates:
+    """How near-duplicate candidates are found (validated options of :func:`dedup`)."""
+
+    method: Method
+    threshold: float
+    seed: int
+    block_rows: int
+    bands: int | None = None
+    rows_per_band: int | None = None
+    margin: float = DEFAULT_MARGIN
+    cell_rows: int = DEFAULT_CELL_ROWS
+    max_cells: int = DEFAULT_MAX_CELLS
+
+
+def _check_options(threshold: float, representative: str, text_col: str | None, embedding_col: str | None) -> None:
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise OptionError(f"threshold must be a cosine in (0, 1), got {threshold!r}")
     if representative not in ("smallest_id", "longest_text"):
@@ -137,14 +163,37 @@ def _check_options(
     require_vectors(text_col, embedding_col, "dedup")
     if representative == "longest_text" and text_col is None:
         raise OptionError("representative='longest_text' needs text_col=")
-    if block_rows < 2:
-        raise OptionError(f"block_rows must be >= 2, got {block_rows}")
-    if (bands is None) != (rows_per_band is None):
-        raise OptionError("give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)")
-    if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
+
+
+def _candidates(
+    method: str | None, threshold: float, seed: int, block_rows: int | None, bands: int | None,
+    rows_per_band: int | None, margin: float, cell_rows: int, max_cells: int,
+) -> _Candidates:
+    """The candidate step's options, checked; ``method=None`` is LSH when bands are given, else k-means."""
+    lsh_given = bands is not None or rows_per_band is not None
+    chosen = method or ("lsh" if lsh_given else "kmeans")
+    if chosen not in ("kmeans", "lsh"):
+        raise OptionError(f"method must be 'kmeans' or 'lsh', got {method!r}")
+    if chosen == "kmeans" and lsh_given:
+        raise OptionError("bands= and rows_per_band= are settings of method='lsh'; leave them out for k-means")
+    rows = DEFAULT_BLOCK_ROWS[chosen] if block_rows is None else block_rows
+    if rows < 2:
+        raise OptionError(f"block_rows must be >= 2, got {rows}")
+    if chosen == "lsh":
+        if (bands is None) != (rows_per_band is None):
+            raise OptionError(
+                "give both bands= and rows_per_band=, or neither (chosen from the threshold and the rows)"
+            )
+        if bands is not None and (bands < 1 or rows_per_band is None or not 1 <= rows_per_band <= MAX_ROWS_PER_BAND):
+            raise OptionError(
+                f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}"
+            )
+        return _Candidates("lsh", float(threshold), seed, rows, bands, rows_per_band)
+    if not 0.0 <= margin <= 1.0 or cell_rows < 2 or max_cells < 1:
         raise OptionError(
-            f"need bands >= 1 and 1 <= rows_per_band <= {MAX_ROWS_PER_BAND}, got {bands}, {rows_per_band}"
+            f"need 0 <= margin <= 1, cell_rows >= 2 and max_cells >= 1; got {margin}, {cell_rows}, {max_cells}"
         )
+    return _Candidates("kmeans", float(threshold), seed, rows, margin=margin, cell_rows=cell_rows, max_cells=max_cells)
 
 
 def _check_input(df: DataFrame, id_col: str, text_col: str | None) -> None:
@@ -174,28 +223,38 @@ def _exact_groups(rows: DataFrame, id_col: str, text_col: str | None, rule: Colu
 
 
 def _near_edges(
-    vecs: DataFrame,
-    vector_rows: int,
-    threshold: float,
-    bands: int,
-    rows_per_band: int,
-    seed: int,
-    block_rows: int,
-    id_type: DataType,
-) -> DataFrame:
-    """``(src, dst)`` edges whose components are those of the pairs sharing an LSH bucket at ``>= threshold``."""
-    from user_spark.pipelines.blocks import bucket_pairs
+    vecs: DataFrame, vector_rows: int, options: _Candidates, id_type: DataType
+) -> tuple[DataFrame, dict[str, Any], _Candidates]:
+    """``(src, dst)`` edges whose components are those of the candidate pairs at ``>= threshold``, the candidate
+    step's counts, and its options with the LSH bands filled in."""
+    from dataclasses import replace
 
-    sigs = _signatures(vecs, seed, bands, rows_per_band, id_type)
+    from pyspark.sql import functions as F
+
+    from user_spark.pipelines.blocks import bucket_pairs
+    from user_spark.pipelines.cells import cell_edges, plan_cells
+
+    if vector_rows == 0:  # nothing to compare (an empty input, or every vector null)
+        return vecs.select(F.col(ID).alias("src"), F.col(ID).alias("dst")), {"cells": 0}, options
+    if options.method == "kmeans":
+        plan = plan_cells(
+            vecs, vector_rows, threshold=options.threshold, margin=options.margin, cell_rows=options.cell_rows,
+            block_rows=options.block_rows, max_cells=options.max_cells, seed=options.seed,
+            two_level_from=CELLS_TWO_LEVEL_FROM,
+        )
+        edges, counts = cell_edges(vecs, plan, id_type=id_type, seed=options.seed)
+        return edges, {**counts, "cells": plan.centroids.k}, options
+    if options.bands is None or options.rows_per_band is None:
+        bands, rows = choose_bands(options.threshold, rows=vector_rows)
+        options = replace(options, bands=bands, rows_per_band=rows)
+    assert options.bands is not None and options.rows_per_band is not None
+    sigs = _signatures(vecs, options.seed, options.bands, options.rows_per_band, id_type)
     # Only the components matter here, so each block sends a spanning forest of its pairs, not every pair.
-    return bucket_pairs(
-        sigs,
-        vecs,
-        threshold=threshold,
-        block_rows=block_rows,
-        id_type=id_type,
-        signature_rows=vector_rows * bands,
+    edges, counts = bucket_pairs(
+        sigs, vecs, threshold=options.threshold, block_rows=options.block_rows, id_type=id_type,
+        signature_rows=vector_rows * options.bands,
     )
+    return edges, {**counts, "cells": 0}, options
 
 
 def _groups(mapped: DataFrame, edges: DataFrame, vecs: DataFrame, id_col: str, rule: Column) -> DataFrame:
@@ -220,8 +279,9 @@ def _groups(mapped: DataFrame, edges: DataFrame, vecs: DataFrame, id_col: str, r
     return _similarities(grouped, vecs, id_col).localCheckpoint(eager=True)
 
 
-def _summary(groups: DataFrame, id_col: str, rows_in: int) -> dict[str, int]:
-    """The counts of :attr:`DedupResult.summary`, by one small job over the (checkpointed) groups."""
+def _summary(groups: DataFrame, id_col: str, rows_in: int, vector_rows: int, work: dict[str, Any]) -> dict[str, Any]:
+    """The counts of :attr:`DedupResult.summary`, by one small job over the (checkpointed) groups, and the work
+    the candidate step counted."""
     from pyspark.sql import functions as F
 
     removed = F.col(id_col) != F.col("representative_id")
@@ -233,12 +293,19 @@ def _summary(groups: DataFrame, id_col: str, rows_in: int) -> dict[str, int]:
     ).first()
     assert row is not None
     exact_n, near_n = int(row["exact"]), int(row["near"])
+    per_row = max(vector_rows, 1)
     return {
         "rows_in": rows_in,
         "exact_duplicates": exact_n,
         "near_duplicates": near_n,
         "rows_kept": rows_in - exact_n - near_n,
         "groups": int(row["groups"]),
+        "vector_rows": vector_rows,
+        "cells": int(work.get("cells", 0)),
+        "vector_copies_per_row": round(work.get("copies", 0) / per_row, 3),
+        "pairs_scored_per_row": round(work.get("scored", 0) / per_row, 1),
+        "pairs_found": int(work.get("found", 0)),
+        "star_edges": int(work.get("stars", 0)),
     }
 
 
@@ -252,10 +319,14 @@ def dedup(
     representative: Representative = "smallest_id",
     exact: bool = True,
     model: str | None = None,
+    method: Method | None = None,
+    margin: float = DEFAULT_MARGIN,
+    cell_rows: int = DEFAULT_CELL_ROWS,
+    max_cells: int = DEFAULT_MAX_CELLS,
     bands: int | None = None,
     rows_per_band: int | None = None,
     seed: int = 17,
-    block_rows: int = 4096,
+    block_rows: int | None = None,
     check_ids: bool = True,
     embed_options: EmbedOptions | Mapping[str, Any] | None = None,
     metrics: EmbedMetrics | None = None,
@@ -266,15 +337,26 @@ def dedup(
         df: the rows, with a unique id column.
         id_col: unique id (integer or string); ties and ``smallest_id`` use its order.
         text_col: text to hash for exact duplicates and, without ``embedding_col``, to embed (role ``query``).
-        embedding_col: existing ``array<float>`` vectors to use instead of embedding ``text_col``.
+        embedding_col: existing vectors (``array<float>``, ``array<double>`` or float16 ``binary``) instead of
+            embedding ``text_col``.
         threshold: cosine at or above which two rows are near duplicates, in (0, 1).
         representative: ``"smallest_id"`` (default) or ``"longest_text"`` (ties: smallest id).
         exact: find exact duplicates of the normalised text first (needs ``text_col``).
         model: model for ``text_col`` (default ``deepvk/USER-base``); overrides ``embed_options.model``.
+        method: how candidate pairs are found: ``"kmeans"`` (default; cells of about ``cell_rows`` rows, work
+            per row independent of the rows) or ``"lsh"`` (random-hyperplane bands; the default when ``bands``
+            is given).
+        margin: k-means: a row also joins the cells whose boundary is within ``margin x sqrt(2 - 2 threshold)``
+            (that many times the distance of a pair at the threshold); 1 finds every pair at the threshold for
+            sure (if no row needs more than ``max_cells`` cells), 0 only pairs in one cell.
+        cell_rows: k-means: rows per cell (the cells are ``rows / cell_rows``); a row is compared with about
+            ``copies x cell_rows`` rows.
+        max_cells: k-means: cells a row is copied into at most.
         bands, rows_per_band: LSH banding; default from ``threshold`` and the number of rows so that a pair at
             the threshold is a candidate with probability >= 99.5% (:func:`user_spark.ops.lsh.choose_bands`).
-        seed: seed of the LSH hyperplanes.
-        block_rows: rows of a bucket handled together; a bigger bucket is split into blocks of this size.
+        seed: seed of the k-means sample and sub-blocks, or of the LSH hyperplanes.
+        block_rows: rows one block holds at most (a task's memory): a bigger cell or bucket is split into
+            sub-blocks; default 16384 (k-means), 4096 (LSH).
         check_ids: check that ids are unique and not null (one pass over the id column).
         embed_options: an :class:`~user_spark.EmbedOptions` for embedding ``text_col`` (the role is ``query``).
         metrics: counters of the texts embedded.
@@ -284,7 +366,7 @@ def dedup(
 
     Raises:
         ColumnError: a missing id/text/embedding column, a column of the wrong type, duplicate ids.
-        OptionError: a threshold outside (0, 1), an unknown rule, neither text nor embeddings.
+        OptionError: a threshold outside (0, 1), an unknown rule or method, neither text nor embeddings.
 
     >>> res = dedup(df, id_col="id", text_col="text", threshold=0.92)  # doctest: +SKIP
     >>> res.groups   # DataFrame[id: bigint, group_id: bigint, representative_id: bigint, similarity: float]
@@ -292,7 +374,8 @@ def dedup(
     """
     from pyspark.sql import functions as F
 
-    _check_options(threshold, representative, text_col, embedding_col, block_rows, bands, rows_per_band)
+    _check_options(threshold, representative, text_col, embedding_col)
+    candidates = _candidates(method, threshold, seed, block_rows, bands, rows_per_band, margin, cell_rows, max_cells)
     options = coerce_options(embed_options, model=model).replace(role="query")
     _check_input(df, id_col, text_col)
     rows_in = check_unique_ids(df, id_col) if check_ids else None
@@ -302,19 +385,18 @@ def dedup(
     reps = mapped.where(F.col(id_col) == F.col("_exact_rep")).drop("_exact_rep")
     vecs = vector_frame(reps, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
     vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
-    if bands is None or rows_per_band is None:
-        bands, rows_per_band = choose_bands(float(threshold), rows=vector_rows)
     id_type = df.schema[id_col].dataType
-    edges = _near_edges(vecs, vector_rows, float(threshold), bands, rows_per_band, seed, block_rows, id_type)
+    edges, work, candidates = _near_edges(vecs, vector_rows, candidates, id_type)
     groups = _groups(mapped, edges, vecs, id_col, rule)
     removed = groups.where(F.col(id_col) != F.col("representative_id")).select(id_col)
-    summary = _summary(groups, id_col, rows_in if rows_in is not None else df.count())
+    summary = _summary(groups, id_col, rows_in if rows_in is not None else df.count(), vector_rows, work)
     return DedupResult(
         kept=df.join(removed, id_col, "left_anti"),
         groups=groups.drop("_exact_rep"),
         summary=summary,
-        bands=bands,
-        rows_per_band=rows_per_band,
+        bands=candidates.bands,
+        rows_per_band=candidates.rows_per_band,
+        method=candidates.method,
     )
 
 
