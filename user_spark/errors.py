@@ -6,6 +6,11 @@ went wrong, what was expected, and how to fix it. Driver-side checks raise these
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
 __all__ = [
     "ColumnError",
     "EmbeddingError",
@@ -14,6 +19,7 @@ __all__ = [
     "OutputBusyError",
     "RoleError",
     "UserSparkError",
+    "check_choice",
 ]
 
 
@@ -43,3 +49,15 @@ class OutputBusyError(UserSparkError):
 
 class EmbeddingError(RuntimeError):
     """An executor failed while embedding; the message names the model, the device and the partition."""
+
+
+def check_choice(name: str, value: object, choices: Sequence[_T]) -> _T:
+    """``value`` as the member of ``choices`` it equals, or an :class:`OptionError` listing them.
+
+    >>> check_choice("storage", "float16", ("float32", "float16"))
+    'float16'
+    """
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise OptionError(f"{name} must be one of {list(choices)}, got {value!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sentence_transformers_reference
+from conftest import needs_arrow_udf, sentence_transformers_reference
 from pyspark.errors import PythonException
 
 from user_spark import ColumnError, ModelSourceError, OptionError, RoleError, embed_udf, with_embeddings
@@ -88,6 +88,33 @@ def test_roles_add_their_prefixes(spark, tiny_model, ru_texts):
     assert np.abs(p - local.embed(texts, "passage: ").vectors).max() < TOL
 
 
+def test_column_metadata_names_the_weights_of_a_local_folder(spark, tiny_model, tmp_path):
+    import hashlib
+    import pathlib
+
+    df = with_embeddings(text_frame(spark, ["текст"]), {"text": "passage"}, model=tiny_model)
+    meta = df.schema["text_embedding"].metadata["user_spark"]
+    weights = hashlib.sha256(pathlib.Path(tiny_model, "model.safetensors").read_bytes()).hexdigest()
+    expected = "sha256:" + hashlib.sha256(b"model.safetensors\0" + weights.encode()).hexdigest()[:16]
+    assert meta == {
+        "model": tiny_model, "revision": expected, "role": "passage", "prompt": "passage: ", "default_role": None,
+        "dimension": 64, "normalized": True, "storage": "float32",
+    }
+    df.write.parquet(str(tmp_path / "out"))
+    assert spark.read.parquet(str(tmp_path / "out")).schema["text_embedding"].metadata["user_spark"] == meta
+
+
+def test_dotted_column_names_are_names_not_struct_paths(spark, tiny_model):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([(1, "текст", "passage")], "`doc.id` long, `body.text` string, `the.role` string")
+    out = with_embeddings(df, {"body.text": "passage"}, model=tiny_model)
+    assert out.columns == ["doc.id", "body.text", "the.role", "body.text_embedding"]
+    assert out.schema["body.text_embedding"].metadata["user_spark"]["role"] == "passage"
+    per_row = with_embeddings(df, {"body.text": F.col("`the.role`")}, model=tiny_model).first()
+    assert per_row["body.text_embedding"] == out.first()["body.text_embedding"]
+
+
 def test_per_row_roles(spark, tiny_model, ru_texts):
     from pyspark.sql import functions as F
 
@@ -114,13 +141,13 @@ def test_unknown_per_row_role_fails_the_job_naming_valid_roles(spark, tiny_model
         df.withColumn("e", embed_udf(tiny_model)("text", "kind")).collect()
 
 
-@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+@pytest.mark.parametrize("udf_type", [pytest.param("arrow", marks=needs_arrow_udf), "pandas"])
 def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model, ru_texts, udf_type):
     import os
 
     import pandas as pd
     import pyarrow as pa
-    from pyspark.sql.functions import arrow_udf, pandas_udf
+    from pyspark.sql.functions import pandas_udf
 
     def loads_in_this_worker(n):
         from user_spark.runtime import worker as _worker
@@ -130,6 +157,8 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
 
     # The probe must be the same UDF kind as the embedding UDF: Spark runs each kind in its own worker.
     if udf_type == "arrow":
+        from pyspark.sql.functions import arrow_udf
+
         probe = arrow_udf(lambda texts: pa.array(loads_in_this_worker(len(texts))), "string")
     else:
         probe = pandas_udf(lambda texts: pd.Series(loads_in_this_worker(len(texts))), "string")
@@ -148,6 +177,7 @@ def test_model_loads_once_per_python_worker_across_many_tasks(spark, tiny_model,
     assert set(loads.values()) == {1} and 1 <= len(loads) <= 4
 
 
+@needs_arrow_udf
 def test_pandas_and_arrow_udfs_give_the_same_rows(spark, tiny_model, ru_texts):
     df = text_frame(spark, ru_texts, partitions=3, nulls_every=6)
     arrow = by_id(df.withColumn("e", embed_udf(tiny_model, udf_type="arrow")("text")).collect(), "e")
@@ -167,6 +197,19 @@ def test_metrics_count_rows_nulls_tokens(spark, tiny_model, ru_texts):
     m = udf.metrics.as_dict()
     assert m["rows"] == len(ru_texts) and m["nulls"] == len(range(0, len(ru_texts), 4))
     assert m["tokens"] > 10 * (m["rows"] - m["nulls"]) and m["truncated"] == 0
+
+
+def test_metrics_are_complete_after_actions_that_read_every_embedded_row(spark, tiny_model, ru_texts):
+    from pyspark.sql import functions as F
+
+    df = text_frame(spark, ru_texts, nulls_every=5)
+    for action in (lambda d: d.collect(), lambda d: d.toPandas(), lambda d: d.agg(F.count("e")).first()):
+        udf = embed_udf(tiny_model)
+        action(df.withColumn("e", udf("text")))
+        assert udf.metrics.rows == len(ru_texts)
+    udf = embed_udf(tiny_model)
+    df.withColumn("e", udf("text")).limit(3).collect()  # stops reading early: partial counts, as documented
+    assert 0 <= udf.metrics.rows <= len(ru_texts)
 
 
 def _run_in_job_group(spark, action):
@@ -220,7 +263,7 @@ def test_model_folder_problems_fail_on_the_driver(spark, tiny_model, tmp_path):
         embed_udf(tiny_model, device="tpu")
 
 
-@pytest.mark.parametrize("udf_type", ["arrow", "pandas"])
+@pytest.mark.parametrize("udf_type", [pytest.param("arrow", marks=needs_arrow_udf), "pandas"])
 def test_non_string_column_given_to_the_udf_directly_names_the_fix(spark, tiny_model, udf_type):
     df = spark.createDataFrame([(1,)], "n long")
     with pytest.raises(

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from conftest import load_encoder
 from pyspark.errors import PythonException
 
 from user_spark import ModelSourceError, embed_udf
-from user_spark.model.spec import read_model_spec
-from user_spark.runtime.device import choose_device
-from user_spark.runtime.encoder import Encoder
-
-
-@pytest.fixture
-def model_copy(tiny_model, tmp_path):
-    path = tmp_path / "model"
-    shutil.copytree(tiny_model, path)
-    return path
-
-
-def load(folder, **spec_options) -> Encoder:
-    return Encoder(read_model_spec(str(folder), **spec_options), str(folder), choose_device(task_cpus=1))
 
 
 def test_pickle_weights_load_only_with_opt_in(spark, model_copy, ru_texts):
     import torch
     from safetensors.torch import load_file
 
-    reference = load(model_copy).embed(ru_texts[:3], "query: ").vectors
+    reference = load_encoder(model_copy).embed(ru_texts[:3], "query: ").vectors
     torch.save(load_file(str(model_copy / "model.safetensors")), model_copy / "pytorch_model.bin")
     (model_copy / "model.safetensors").unlink()
     with pytest.raises(ModelSourceError, match=r"pytorch_model.bin.*allow_pickle=True"):
-        load(model_copy)
+        load_encoder(model_copy)
     with pytest.raises(ModelSourceError, match=r"pytorch_model.bin.*allow_pickle=True"):
         embed_udf(str(model_copy))
-    opted_in = load(model_copy, allow_pickle=True).embed(ru_texts[:3], "query: ").vectors
+    opted_in = load_encoder(model_copy, allow_pickle=True).embed(ru_texts[:3], "query: ").vectors
     assert abs(opted_in - reference).max() < 1e-6
 
 

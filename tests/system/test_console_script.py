@@ -6,43 +6,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pandas as pd
 import pytest
-
-from user_spark.model.spec import read_model_spec
-from user_spark.runtime.device import choose_device
-from user_spark.runtime.encoder import Encoder
+from embedjob import check_output, job_docs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def docs(ru_texts):
-    return pd.DataFrame({
-        "id": range(len(ru_texts)),
-        "title": [t[:40] for t in ru_texts],
-        "body": [None if i == 3 else t for i, t in enumerate(ru_texts)],
-        "year": [1800 + i for i in range(len(ru_texts))],
-    })
-
-
-def reference(model_dir, texts, prefix):
-    enc = Encoder(read_model_spec(model_dir), model_dir, choose_device())
-    return enc.embed(texts, prefix)
-
-
-def check_output(path, docs, model_dir):
-    out = pd.read_parquet(path).sort_values("id").reset_index(drop=True)
-    assert list(out.columns) == ["id", "title", "body", "year", "body_embedding", "title_embedding"]
-    assert out["id"].tolist() == docs["id"].tolist()
-    assert out["year"].tolist() == docs["year"].tolist()
-    assert out["body_embedding"][3] is None
-    ref = reference(model_dir, docs["body"].tolist(), "passage: ")
-    got = np.stack([v for v in out["body_embedding"] if v is not None])
-    assert np.abs(got - ref.vectors[ref.valid]).max() < 1e-5
-    ref_t = reference(model_dir, docs["title"].tolist(), "query: ").vectors
-    assert np.abs(np.stack(out["title_embedding"]) - ref_t).max() < 1e-5
+    return job_docs(ru_texts)
 
 
 @pytest.mark.slow

@@ -68,6 +68,9 @@ def test_wheel_is_pure_python_with_every_module_and_nothing_else(wheel: str) -> 
         "user_spark/pipelines/plot.py",
         "user_spark/ops/blocks.py",
     } <= expected
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        claimed = int(re.search(r"user_spark-0\.1\.0-py3-none-any\.whl \(about (\d+) kB\)", fh.read()).group(1))
+    assert 0.75 * claimed <= os.path.getsize(wheel) / 1000 <= 1.25 * claimed, "update the wheel size in the README"
     assert "Root-Is-Purelib: true" in meta and "Tag: py3-none-any" in meta
     assert "user-spark = user_spark.cli.main:main" in entry_points
 
@@ -181,5 +184,8 @@ def test_spark_submit_py_files_whl_reaches_the_driver_but_not_executors(
     # The driver imported the wheel (it ran the job's code and started tasks); the executors' Python workers
     # could not import it to unpickle the UDF.
     assert re.search(
-        r"from the Python worker: Traceback.*?ModuleNotFoundError: No module named 'user_spark'", done.stderr, re.S
+        # 4.x: "... from the Python worker: Traceback"; 3.5: "PythonException: Traceback"
+        r"(?:from the Python worker:|PythonException:) Traceback.*?ModuleNotFoundError: No module named 'user_spark'",
+        done.stderr,
+        re.S,
     ), done.stderr[-4000:]

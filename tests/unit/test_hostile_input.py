@@ -8,34 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_encoder
+from hostile import HOSTILE, alone, hostile_chars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from user_spark.model.spec import read_model_spec
-from user_spark.runtime.device import choose_device
-from user_spark.runtime.encoder import Encoder, valid_unicode
+from user_spark.runtime.encoder import valid_unicode
 
 TOL = 1e-5
-
-
-HOSTILE = [
-    "",
-    "   \t\n  ",
-    "Ж" * 100_000,  # 100k characters: truncated at 512 tokens
-    "обычный текст с \ud800 одиноким суррогатом",  # lone high surrogate
-    "\udfff",  # lone low surrogate only
-    "\x00\x01\x07\x1b[31mуправляющие\x7f\u200b\u200e\ufeff",  # control, zero-width, BOM
-    "эмодзи 🙂👍🏽👨‍👩‍👧 и флаг 🇷🇺",
-    "Смешанные scripts: 中文, العربية, ελληνικά, עברית, देवनागरी",
-    "\U0010ffff\ufffe\uffff",  # noncharacters: valid code points, never assigned
-    "x",
-]
-
-
-hostile_chars = st.one_of(
-    st.characters(codec=None),
-    st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\x00", "\u202e", "🙂", " ", "\n"]),
-)
 
 
 texts = st.lists(st.one_of(st.none(), st.text(hostile_chars, max_size=60)), max_size=12)
@@ -43,13 +23,7 @@ texts = st.lists(st.one_of(st.none(), st.text(hostile_chars, max_size=60)), max_
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model):
-    return Encoder(read_model_spec(tiny_model), tiny_model, choose_device(task_cpus=1))
-
-
-def alone(encoder: Encoder, text: str | None, prefix: str = "query: ") -> np.ndarray | None:
-    if text is None:
-        return None
-    return encoder.embed([text], prefix).vectors[0]
+    return load_encoder(tiny_model)
 
 
 def test_valid_unicode_replaces_lone_surrogates_and_joins_pairs():

@@ -1,4 +1,4 @@
-"""None"""
+"""Reading and checking model folders on the driver: modules, pooling, prompts, weights, tokenizer."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import pytest
 
 from user_spark.errors import ModelSourceError
 from user_spark.model.spec import read_model_spec
-
-
-@pytest.fixture
-def model_copy(tiny_model, tmp_path):
-    path = tmp_path / "model"
-    shutil.copytree(tiny_model, path)
-    return path
 
 
 def _edit_json(path, **changes):

@@ -7,6 +7,7 @@ import inspect
 import typing
 import warnings
 
+import numpy as np
 import pytest
 
 from user_spark import EmbedOptions, OptionError, RoleError, embed_udf
@@ -26,7 +27,7 @@ def test_defaults_are_user_base_in_the_query_role_exact_on_cpu():
         ({"precision": "fp8"}, r"precision must be one of \['auto', 'fast', 'fp32', 'fp16', 'bf16', 'int8'\], got"),
         ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
         ({"backend": "onnx"}, r"backend must be one of \['auto', 'fast', 'transformers'\], got 'onnx'"),
-        ({"storage": "int8"}, "storage must be 'float32'"),
+        ({"storage": "int8"}, r"storage must be one of \['float32', 'float16'\], got 'int8'"),
         ({"ship": "sometimes"}, r"ship must be one of \['auto', 'always', 'never'\], got 'sometimes'"),
         ({"udf_type": "numpy"}, r"udf_type must be one of \['auto', 'arrow', 'pandas'\], got 'numpy'"),
         ({"batch_tokens": 0}, "batch_tokens must be a positive integer, got 0"),
@@ -79,3 +80,17 @@ def test_keyword_forms_list_exactly_the_options_fields():
     assert set(typing.get_type_hints(EmbedKwargs)) == fields
     params = set(inspect.signature(embed_udf).parameters) - {"options", "metrics", "spark"}
     assert params == fields
+
+
+def test_embed_udf_applies_keywords_on_top_of_options(monkeypatch):
+    import user_spark.embedding.udf as udf_module
+
+    seen = []
+    monkeypatch.setattr(udf_module, "prepare_embedding", lambda options, spark: seen.append(options) or 1 / 0)
+    monkeypatch.setattr(udf_module, "active_session", lambda spark: None)
+    base = EmbedOptions(model="/m", precision="fast")
+    for call in (lambda: embed_udf(options=base), lambda: embed_udf("/other", options=base, storage="float16")):
+        with pytest.raises(ZeroDivisionError):
+            call()
+    assert seen == [base, EmbedOptions(model="/other", precision="fast", storage="float16")]
+    assert EmbedOptions(model="/m", batch_tokens=np.int64(4096)).batch_tokens == 4096  # numpy integers are whole

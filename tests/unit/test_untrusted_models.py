@@ -6,9 +6,9 @@ loader does with folders that pass or dodge those checks."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
+from conftest import load_encoder
 
 from user_spark import ModelSourceError
 from user_spark.model.spec import read_model_spec
@@ -26,24 +26,13 @@ class EvilModel(DebertaModel):
 """
 
 
-@pytest.fixture
-def model_copy(tiny_model, tmp_path):
-    path = tmp_path / "model"
-    shutil.copytree(tiny_model, path)
-    return path
-
-
-def load(folder, **spec_options) -> Encoder:
-    return Encoder(read_model_spec(str(folder), **spec_options), str(folder), choose_device(task_cpus=1))
-
-
 def test_custom_code_in_the_folder_never_runs(model_copy, tmp_path, ru_texts):
     marker = tmp_path / "ran.txt"
     (model_copy / "modeling_evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
     config = json.loads((model_copy / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"}
     (model_copy / "config.json").write_text(json.dumps(config))
-    encoder = load(model_copy)
+    encoder = load_encoder(model_copy)
     # transformers' own class, not the folder's (the fast path wraps only a transformers DebertaModel)
     assert encoder.backend == "fast-deberta" and type(encoder.model).__name__ == "FastDebertaEncoder"
     plain = Encoder(
@@ -63,8 +52,8 @@ def test_custom_model_type_is_refused_without_running_its_code(model_copy, tmp_p
         auto_map={"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"},
     )
     (model_copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelSourceError, match=r"cannot load .* as 'evil-bert' without running code"):
-        load(model_copy)
+    with pytest.raises(ModelSourceError, match=r"cannot load .* as 'evil-bert': .*trust_remote_code is always off"):
+        load_encoder(model_copy)
     assert not marker.exists()
 
 
@@ -85,7 +74,7 @@ def _shard(folder):
 
 def test_sharded_folder_with_a_truncated_shard_names_the_shard(model_copy, ru_texts):
     _shard(model_copy)
-    assert load(model_copy).embed(ru_texts[:1], "query: ").vectors.shape == (1, 64)  # whole shards load
+    assert load_encoder(model_copy).embed(ru_texts[:1], "query: ").vectors.shape == (1, 64)  # whole shards load
     shard = model_copy / "model-00002-of-00002.safetensors"
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(ModelSourceError, match=r"model-00002-of-00002.safetensors is truncated"):

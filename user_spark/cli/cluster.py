@@ -27,10 +27,9 @@ from user_spark.cli.flags import (
 from user_spark.cli.session import (
     add_io_arguments,
     add_spark_arguments,
-    check_input_exists,
-    check_outputs_free,
     job_session,
     local_path,
+    preflight,
     read_input,
     run_main,
     write_parquet,
@@ -145,8 +144,7 @@ def _main(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         embed=embed_options(args),
     )
-    check_input_exists(args.input, args.input_format)
-    check_outputs_free([os.path.join(args.output, "assignments"), os.path.join(args.output, "summary")], args.mode)
+    preflight(args, [args.input], [os.path.join(args.output, "assignments"), os.path.join(args.output, "summary")])
     if config.embedding_col is None:
         check_model_early(config.embed, ["query"])
     plot = None if args.no_plot else args.plot

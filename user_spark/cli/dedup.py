@@ -28,10 +28,9 @@ from user_spark.cli.flags import (
 from user_spark.cli.session import (
     add_io_arguments,
     add_spark_arguments,
-    check_input_exists,
-    check_outputs_free,
     job_session,
     local_path,
+    preflight,
     read_input,
     run_main,
     write_parquet,
@@ -101,8 +100,7 @@ def _main(args: argparse.Namespace) -> int:
         threshold=args.threshold, representative=args.representative, exact=not args.no_exact,
         input_format=args.input_format, seed=args.seed, block_rows=args.block_rows, embed=embed_options(args),
     )
-    check_input_exists(args.input, args.input_format)
-    check_outputs_free([os.path.join(args.output, "groups"), os.path.join(args.output, "kept")], args.mode)
+    preflight(args, [args.input], [os.path.join(args.output, "groups"), os.path.join(args.output, "kept")])
     if config.embedding_col is None:
         check_model_early(config.embed, ["query"])
     with job_session("user-spark dedup", args) as spark:

@@ -18,9 +18,8 @@ from user_spark.cli.flags import add_embedding_arguments, check_model_early, emb
 from user_spark.cli.session import (
     add_io_arguments,
     add_spark_arguments,
-    check_input_exists,
-    check_outputs_free,
     job_session,
+    preflight,
     read_input,
     run_main,
     write_parquet,
@@ -93,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--column", action="append", required=True, metavar="NAME[:ROLE]",
                         help="text column to embed and its role (query or passage; default query), repeatable")
     parser.add_argument("--suffix", default="_embedding", help="output column suffix (default: %(default)s)")
-    add_embedding_arguments(parser, storage=True)
+    add_embedding_arguments(parser, writes=True)
     parser.add_argument("--partitions", type=positive_int,
                         help="spread the input over at least this many partitions (default: Spark's parallelism)")
     add_spark_arguments(parser)
@@ -124,8 +123,7 @@ def _main(args: argparse.Namespace) -> int:
         suffix=args.suffix,
         partitions=args.partitions,
     )
-    check_input_exists(args.input, args.input_format)
-    check_outputs_free([args.output], args.mode)
+    preflight(args, [args.input], [args.output])
     check_model_early(options, [role for _, role in columns])
     with job_session("user-spark embed", args) as spark:
         if config.partitions is None:

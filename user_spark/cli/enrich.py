@@ -22,7 +22,7 @@ from user_spark.cli.flags import (
     parse_column,
     positive_int,
 )
-from user_spark.cli.session import add_spark_arguments, check_input_exists, job_session, read_input, run_main
+from user_spark.cli.session import add_spark_arguments, job_session, preflight, read_input, run_main
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.errors import OptionError
 from user_spark.pipelines.enrich import DEFAULT_COMMIT_ROWS, OUTPUT_FORMATS, EnrichResult, enrich
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compact", action="store_true",
                         help="afterwards, rewrite the output with one row per id (old versions of changed rows go)")
     add_checkpoint_argument(parser)
-    add_embedding_arguments(parser, storage=True)
+    add_embedding_arguments(parser, writes=True)
     add_spark_arguments(parser)
     return parser
 
@@ -77,7 +77,7 @@ def _main(args: argparse.Namespace) -> int:
     if len(columns) != len(pairs):
         raise OptionError(f"--column names a column twice: {args.column}")
     options = embed_options(args)
-    check_input_exists(args.input, args.input_format)
+    preflight(args, [args.input])
     check_model_early(options, list(columns.values()))
     with job_session("user-spark enrich", args) as spark:
         df = read_input(spark, args.input, args.input_format)

@@ -18,7 +18,7 @@ from user_spark.embedding.storage import STORAGES
 from user_spark.errors import OptionError
 from user_spark.model.roles import DEFAULT_ROLE, prefix_for
 from user_spark.model.shipping import SHIPS
-from user_spark.model.source import DEFAULT_MODEL, classify_model_source
+from user_spark.model.source import DEFAULT_MODEL, classify_model_source, fetch_hub_model
 from user_spark.model.spec import read_model_spec
 from user_spark.runtime.settings import PRECISIONS, check_device_request
 
@@ -62,39 +62,27 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_embedding_arguments(parser: argparse.ArgumentParser, *, storage: bool = False) -> None:
-    """How the model runs: ``--model``, ``--revision``, ``--model-revision``, ``--ship``, ``--batch-tokens``,
-    ``--device``, ``--precision`` (and ``--storage`` where the job writes embeddings)."""
+def add_embedding_arguments(parser: argparse.ArgumentParser, *, writes: bool = False) -> None:
+    """How the model runs: ``--model``, ``--revision``, ``--ship``, ``--batch-tokens``, ``--device``,
+    ``--precision``; where the job writes embeddings also ``--storage`` and ``--model-revision``."""
     group = parser.add_argument_group("embedding")
     group.add_argument("--model", default=DEFAULT_MODEL,
                        help="hub id, local folder or hdfs://, s3a://, dbfs:/ URI (default: %(default)s)")
     group.add_argument("--revision", help="hub revision (branch, tag or commit) to fetch")
-    group.add_argument(
-        "--model-revision",
-        help="revision recorded in the output's metadata (default: hub commit, or a hash of the weights)",
-    )
-    group.add_argument(
-        "--ship",
-        choices=SHIPS,
-        default="auto",
-        help="copy the model folder to executors: auto (when they cannot see it), always, or never "
-        "(a path every node mounts, e.g. /Volumes/... on Databricks) (default: auto)",
-    )
+    group.add_argument("--ship", choices=SHIPS, default="auto",
+                       help="copy the model folder to executors: auto (when they cannot see it), always, or never "
+                            "(a path every node mounts, e.g. /Volumes/... on Databricks) (default: auto)")
     group.add_argument("--batch-tokens", type=positive_int, help="tokens per model batch, padding included")
     group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto (exact fp32 on CPU, half precision on GPU), fast, fp32, fp16, bf16 or int8 (default: auto)",
-    )
-    if storage:
-        group.add_argument(
-            "--storage",
-            default="float32",
-            choices=STORAGES,
-            help="float32 (array<float>) or float16 (binary, half the bytes) (default: float32)",
-        )
+    group.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="auto (exact fp32 on CPU, half precision on GPU), fast, fp32, fp16, bf16 or int8 "
+                            "(default: auto)")
+    if writes:
+        group.add_argument("--storage", default="float32", choices=STORAGES,
+                           help="float32 (array<float>) or float16 (binary, half the bytes) (default: float32)")
+        group.add_argument("--model-revision",
+                           help="revision recorded in the output's metadata (default: the hub commit, or a hash of "
+                                "the weight files; set it to skip hashing the weights)")
 
 
 def embed_options(args: argparse.Namespace) -> EmbedOptions:
@@ -102,7 +90,7 @@ def embed_options(args: argparse.Namespace) -> EmbedOptions:
     return EmbedOptions(
         model=args.model,
         revision=args.revision,
-        model_revision=args.model_revision,
+        model_revision=getattr(args, "model_revision", None),
         ship=args.ship,
         batch_tokens=args.batch_tokens,
         device=args.device,
@@ -153,13 +141,16 @@ def write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def check_model_early(options: EmbedOptions, roles: Sequence[str]) -> None:
-    """Before Spark starts: a local model folder must exist, be whole, and know every role asked for.
-
-    Hub ids and URIs are checked later, on the driver, once the session can fetch them (still before any job).
+    """Before Spark starts: a local model folder (or a hub model, fetched now into the local cache) must exist,
+    be whole, and know every role asked for. URIs (``hdfs://`` ...) are checked once the session can read them,
+    still before any job.
     """
     source = classify_model_source(options.model)
-    if source.kind != "local":
+    if source.kind == "remote":
         return
-    spec = read_model_spec(source.location, prompts=options.prompts, allow_pickle=options.allow_pickle)
+    folder = source.location
+    if source.kind == "hub":
+        folder = fetch_hub_model(folder, revision=options.revision, allow_pickle=options.allow_pickle)
+    spec = read_model_spec(folder, prompts=options.prompts, allow_pickle=options.allow_pickle)
     for role in roles:
         prefix_for(role, spec.prompts)

@@ -27,9 +27,8 @@ from user_spark.cli.flags import (
 from user_spark.cli.session import (
     INPUT_FORMATS,
     add_spark_arguments,
-    check_input_exists,
-    check_outputs_free,
     job_session,
+    preflight,
     read_input,
     run_main,
     write_parquet,
@@ -122,9 +121,7 @@ def _main(args: argparse.Namespace) -> int:
         block_rows=args.block_rows, input_format=args.input_format, embed=embed_options(args),
         checkpoint_dir=args.checkpoint_dir,
     )
-    for path in filter(None, (args.left, args.right)):
-        check_input_exists(path, args.input_format)
-    check_outputs_free([args.output], args.mode)
+    preflight(args, [p for p in (args.left, args.right) if p], [args.output])
     if args.left_embedding_col is None or (args.right and args.right_embedding_col is None):
         check_model_early(config.embed, ["query", "passage"] if args.right else ["query"])
     with job_session("user-spark join", args) as spark, staging(

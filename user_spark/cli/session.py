@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -21,12 +22,11 @@ __all__ = [
     "add_io_arguments",
     "add_spark_arguments",
     "build_session",
-    "check_input_exists",
-    "check_outputs_free",
     "detect_format",
     "job_session",
     "local_path",
     "parse_confs",
+    "preflight",
     "read_input",
     "run_main",
     "write_parquet",
@@ -95,6 +95,15 @@ def job_session(app_name: str, args: argparse.Namespace) -> Iterator[SparkSessio
             spark.stop()
 
 
+def _check_master_or_remote(master: str | None, remote: str | None) -> None:
+    if master and (remote or "SPARK_REMOTE" in os.environ):
+        given = f"--remote {remote}" if remote else f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}"
+        raise OptionError(
+            f"--master {master} and {given} exclude each other: a session is classic or Spark Connect; give one"
+            + ("" if remote else " (unset SPARK_REMOTE to use --master)")
+        )
+
+
 def build_session(
     app_name: str, master: str | None, confs: dict[str, str], *, remote: str | None = None
 ) -> tuple[SparkSession, bool]:
@@ -105,12 +114,7 @@ def build_session(
     """
     from pyspark.sql import SparkSession
 
-    if master and (remote or "SPARK_REMOTE" in os.environ):
-        given = f"--remote {remote}" if remote else f"SPARK_REMOTE={os.environ['SPARK_REMOTE']}"
-        raise OptionError(
-            f"--master {master} and {given} exclude each other: a session is classic or Spark Connect; give one"
-            + ("" if remote else " (unset SPARK_REMOTE to use --master)")
-        )
+    _check_master_or_remote(master, remote)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -137,7 +141,7 @@ def build_session(
 def detect_format(path: str) -> str:
     """The input format from file names: a file's extension, or the data files inside a local folder."""
     candidates = [path]
-    local = path[len("file:"):] if path.startswith("file:") else path
+    local = local_path(path) or path
     if os.path.isdir(local):
         candidates = [
             name for name in sorted(os.listdir(local)) if not name.startswith(("_", ".")) and not name.endswith(".crc")
@@ -149,8 +153,7 @@ def detect_format(path: str) -> str:
             return _EXTENSIONS[ext]
     if os.path.isdir(local) and candidates and all(c.startswith("part-") for c in candidates):
         return "parquet"  # Spark's own output without extensions
-    globbed = any(ch in path for ch in "*?[")
-    if not os.path.isdir(local) and "://" not in path and not globbed and not os.path.exists(local):
+    if local_path(path) is not None and not _GLOB.search(path) and not os.path.exists(local):
         raise OptionError(f"Input {path!r} does not exist")
     raise OptionError(f"Cannot tell the format of {path!r} from its file names; pass --input-format")
 
@@ -181,27 +184,53 @@ def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
         raise OptionError(f"Cannot read {path!r} as {fmt}: {reason}") from None
 
 
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")  # hdfs:, s3a:, dbfs:, abfss:, file: (one letter is a drive)
+_FILE_FORMATS = ("auto", "parquet", "json", "csv", "orc", "delta")
+_GLOB = re.compile(r"[*?\[{]")
+
+
 def local_path(path: str) -> str | None:
-    """The local filesystem path of ``path``, or ``None`` when it is on another filesystem (hdfs://, s3a://)."""
+    """The local filesystem path of ``path``, or ``None`` when it names another filesystem (``hdfs://``,
+    ``s3a://``, ``dbfs:/``, ...)."""
     if path.startswith("file:"):
         return path[len("file:") :]
-    return None if "://" in path else path
+    return None if _SCHEME.match(path) else path
 
 
-def check_input_exists(path: str, fmt: str = "auto") -> None:
-    """Before Spark starts: a local input path (no glob, not a table name) must exist."""
-    local = local_path(path)
-    if fmt == "table" or local is None or any(ch in path for ch in "*?[{"):
+def _paths_are_this_machines(args: argparse.Namespace) -> bool:
+    """Whether the job's paths name this machine's files: the session the job will use (the running one, else
+    the one it starts) is classic Spark with a local master, and not one spark-submit set up."""
+    from pyspark.sql import SparkSession
+
+    from user_spark.connect import is_connect, is_local_master
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return not is_connect(active) and is_local_master(active.sparkContext.master)
+    if _under_spark_submit() or getattr(args, "remote", None) or "SPARK_REMOTE" in os.environ:
+        return False
+    return is_local_master(args.master or "local[*]")
+
+
+def preflight(args: argparse.Namespace, inputs: Sequence[str], outputs: Sequence[str] = ()) -> None:
+    """Before Spark starts: ``--master`` and ``--remote`` do not both name a session; when the paths are this
+    machine's, every input file or folder exists and, with ``--mode errorifexists``, no output does (on a cluster
+    or a Connect server Spark checks them itself).
+
+    Raises:
+        OptionError: naming the missing input or the existing output and what to do.
+    """
+    _check_master_or_remote(args.master, getattr(args, "remote", None))
+    if not _paths_are_this_machines(args):
         return
-    if not os.path.exists(local):
-        raise OptionError(f"Input {path!r} does not exist")
-
-
-def check_outputs_free(paths: Sequence[str], mode: str) -> None:
-    """Before Spark starts: with ``--mode errorifexists``, no local output path may exist yet."""
-    if mode != "errorifexists":
+    fmt = getattr(args, "input_format", "auto")
+    for path in inputs:
+        local = local_path(path)
+        if fmt in _FILE_FORMATS and local is not None and not _GLOB.search(path) and not os.path.exists(local):
+            raise OptionError(f"Input {path!r} does not exist")
+    if getattr(args, "mode", "errorifexists") != "errorifexists":
         return
-    for path in paths:
+    for path in outputs:
         local = local_path(path)
         if local is not None and os.path.exists(local):
             raise OptionError(

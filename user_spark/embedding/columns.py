@@ -9,7 +9,7 @@ from user_spark.errors import ColumnError
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["check_text_column", "column", "is_string_type"]
+__all__ = ["check_text_column", "column", "is_string_type", "with_named_column"]
 
 
 def column(name: str) -> Column:
@@ -40,3 +40,16 @@ def check_text_column(df: DataFrame, name: str, what: str = "text") -> None:
             f"Column {name!r} is {fields[name].dataType.simpleString()}, but the {what} column must be a string; "
             f"cast it first: df.withColumn({name!r}, F.col({name!r}).cast('string'))"
         )
+
+
+def with_named_column(df: DataFrame, name: str, col: Column, metadata: dict[str, Any]) -> DataFrame:
+    """``df`` with ``col`` as column ``name`` (dots allowed) carrying ``metadata``, replacing a column of that name.
+
+    ``withMetadata`` parses its argument as a column path and Spark Connect's ``withColumn`` drops an alias's
+    metadata, so the column gets a plain temporary name, its metadata, then its own name (a rename keeps it).
+    """
+    temp = "__user_spark_column"
+    out = df.withColumn(temp, col).withMetadata(temp, metadata)
+    if name in df.columns:  # in its place, as withColumn would
+        out = out.select(*[out[temp] if c == name else column(c) for c in df.columns])
+    return out.withColumnRenamed(temp, name)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from user_spark.embedding.columns import check_text_column, column, is_string_type
+from user_spark.embedding.columns import check_text_column, column, is_string_type, with_named_column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedKwargs, EmbedOptions
 from user_spark.embedding.udf import EmbedConfig, EmbeddingUDF, prepare_embedding
 from user_spark.errors import ColumnError, OptionError
-from user_spark.model.roles import DEFAULT_ROLE, prefix_for
+from user_spark.model.roles import DEFAULT_ROLE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -94,8 +94,6 @@ def with_embeddings(
     """
     mapping, outputs = _plan(df, columns, suffix, output_columns)
     base = prepare_embedding(EmbedOptions.build(options, **kwargs), spark=df.sparkSession)
-    for role in {r for r in mapping.values() if isinstance(r, str)}:
-        prefix_for(role, base.spec.prompts)
     metrics = metrics or EmbedMetrics.create(df.sparkSession)
     udfs = {role: EmbeddingUDF(base.with_role(role), metrics) for role in mapping.values() if isinstance(role, str)}
     result = df
@@ -105,8 +103,7 @@ def with_embeddings(
         else:
             col = EmbeddingUDF(base, metrics)(column(name), role)
         meta = embedding_metadata(base, role if isinstance(role, str) else None)
-        # withMetadata, not alias(metadata=): Spark Connect's withColumn drops an alias's metadata.
-        result = result.withColumn(outputs[name], col).withMetadata(outputs[name], meta)
+        result = with_named_column(result, outputs[name], col, meta)
     return result
 
 

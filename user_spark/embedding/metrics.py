@@ -3,6 +3,13 @@
 Spark accumulators, so they cost no extra job. Like every accumulator updated in a transformation, they count
 each evaluation: a DataFrame embedded twice (or a retried task) counts twice. Over Spark Connect there are no
 accumulators and the counters stay ``None``.
+
+**When they are complete.** A Python worker sends its accumulator updates after the last batch of its task,
+so the counts cover the tasks whose output Spark read to the end: after a write (``df.write...``, the
+``noop`` sink), ``collect()``, ``toPandas()`` or an aggregate over the embedded column they are exact. Actions
+that stop reading early (``show()``, ``first()``, ``take(n)``, ``limit(n).collect()``) embed only what they
+need and may report 0 or part of it, even though the model ran. (``df.count()`` without the embedded column
+runs no model at all: Spark prunes the column.)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasInputCols, HasOutputCol, HasOutputCols
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from user_spark.embedding.columns import column
+from user_spark.embedding.columns import column, with_named_column
 from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import OptionError
 from user_spark.model.roles import DEFAULT_ROLE
@@ -49,6 +49,13 @@ class UserEmbedder(
     Params: ``inputCol`` or ``inputCols``; ``outputCol`` / ``outputCols`` (default ``<input>_embedding``);
     ``role`` (for every column) or ``roles`` (one per input column); ``model``; ``batchTokens``; ``device``;
     ``precision``; ``outputType``: ``"array"`` (array<float>) or ``"vector"`` (an ml Vector, for Spark ML stages).
+
+    ``checkpointOutput`` (default on): the output is checkpointed lazily (``localCheckpoint(eager=False)``): the
+    first action embeds each row once and later passes read the stored vectors, so an estimator after it
+    (KMeans reads its input several times) does not embed the data again. The vectors stay in executor storage
+    (memory, spilling to disk) until the DataFrame is garbage collected; set it off to score a large table in one
+    pass (``model.transform(big).write...``). Streaming frames are never checkpointed. A ``vector`` column
+    carries Spark ML's attribute metadata (its size), so stages after it need no job to learn it.
     """
 
     _input_kwargs: dict[str, Any]  # set by @keyword_only
@@ -67,6 +74,11 @@ class UserEmbedder(
                                   typeConverter=TypeConverters.toString)
     outputType: Param[str] = Param(Params._dummy(), "outputType", "array (array<float>) or vector (ml Vector)",
                                    typeConverter=TypeConverters.toString)
+    checkpointOutput: Param[bool] = Param(
+        Params._dummy(), "checkpointOutput",
+        "checkpoint the output lazily so that later passes (an estimator's) do not embed again (streams: never)",
+        typeConverter=TypeConverters.toBoolean,
+    )
 
     @keyword_only
     def __init__(
@@ -83,10 +95,11 @@ class UserEmbedder(
         device: str = "auto",
         precision: str = "auto",
         outputType: str = "array",
+        checkpointOutput: bool = True,
     ) -> None:
         super().__init__()
         self._setDefault(model=DEFAULT_MODEL, role=DEFAULT_ROLE, batchTokens=0, device="auto", precision="auto",
-                         outputType="array")
+                         outputType="array", checkpointOutput=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
@@ -137,5 +150,12 @@ class UserEmbedder(
         )
         if output_type == "vector":
             for name in outputs:
-                result = result.withColumn(name, array_to_vector(column(name)))
-        return result
+                meta = dict(result.schema[name].metadata)
+                # Spark ML's attribute metadata: stages read the vector size from it instead of running a job
+                meta["ml_attr"] = {"num_attrs": meta["user_spark"]["dimension"]}
+                result = with_named_column(result, name, array_to_vector(column(name)), meta)
+        if not self.getOrDefault(self.checkpointOutput) or result.isStreaming:
+            return result
+        # Each action on an un-checkpointed frame would run the model again (measured: KMeans' fit embedded every
+        # row four times: caching its input, k-means|| and the summary's cluster sizes).
+        return result.localCheckpoint(eager=False)

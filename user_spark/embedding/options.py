@@ -14,13 +14,14 @@ inside it.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from user_spark.embedding.storage import Storage, check_storage
-from user_spark.errors import OptionError
+from user_spark.errors import OptionError, check_choice
 from user_spark.model.roles import DEFAULT_ROLE, resolve_prompts
 from user_spark.model.shipping import Ship, check_ship
 from user_spark.model.source import DEFAULT_MODEL
@@ -39,9 +40,17 @@ UdfType = Literal["auto", "arrow", "pandas"]
 _UDF_TYPES: tuple[UdfType, ...] = ("auto", "arrow", "pandas")
 
 
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+def _positive(name: str, value: int | None) -> int | None:
+    """``value`` as an ``int`` if it is a whole number >= 1 (numpy integers too), else an :class:`OptionError`."""
+    if value is None:
+        return None
+    try:
+        number = 0 if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = 0
+    if number < 1:
         raise OptionError(f"{name} must be a positive integer, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -95,19 +104,24 @@ class EmbedOptions:
         if self.prompts is not None:
             object.__setattr__(self, "prompts", resolve_prompts(None, self.prompts))
         for name in ("batch_tokens", "max_batch_rows", "threads"):
-            _positive(name, getattr(self, name))
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
         object.__setattr__(self, "device", check_device_request(self.device))
         check_precision(self.precision)
         check_backend(self.backend)
         check_storage(self.storage)
         check_ship(self.ship)
-        if self.udf_type not in _UDF_TYPES:
-            raise OptionError(f"udf_type must be one of {list(_UDF_TYPES)}, got {self.udf_type!r}")
+        check_choice("udf_type", self.udf_type, _UDF_TYPES)
 
     def replace(self, **changes: Any) -> EmbedOptions:
         """A copy with ``changes`` applied (and validated); unknown names raise :class:`OptionError`."""
         _check_names(changes)
         return dataclasses.replace(self, **changes)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields that differ from their defaults."""
+        default = EmbedOptions()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
 
     @classmethod
     def build(cls, base: EmbedOptions | None = None, **changes: Any) -> EmbedOptions:

@@ -5,14 +5,15 @@ buffer per row (``dim * 2`` bytes). :func:`decode_float16` turns such a column b
 the jobs (``dedup``, ``cluster``, ``similarity_join``) accept either form as ``embedding_col``. Outside Spark:
 ``np.frombuffer(value, dtype="<f2")``.
 
-The conversions here are numpy/pyarrow only (no Spark), shared by the embedding UDF and the decoder.
+The vector conversions (:func:`to_arrow`, :func:`to_python`, :func:`float16_to_arrow_list`) are numpy/pyarrow
+only, shared by the embedding UDF and the decoder; :func:`decode_float16` wraps them in a Spark UDF.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from user_spark.errors import OptionError
+from user_spark.errors import OptionError, check_choice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,16 +23,13 @@ if TYPE_CHECKING:
 __all__ = ["STORAGES", "Storage", "check_storage", "decode_float16", "spark_type", "to_arrow", "to_python"]
 
 Storage = Literal["float32", "float16"]
-STORAGES: tuple[str, ...] = ("float32", "float16")
+STORAGES: tuple[Storage, ...] = ("float32", "float16")
 FLOAT16 = "<f2"
 
 
 def check_storage(storage: str) -> Storage:
-    if storage not in STORAGES:
-        raise OptionError(
-            f"storage must be 'float32' (array<float>) or 'float16' (binary, half the bytes), got {storage!r}"
-        )
-    return storage  # type: ignore[return-value]
+    """``storage`` if it is ``float32`` (``array<float>``) or ``float16`` (``binary``, half the bytes)."""
+    return check_choice("storage", storage, STORAGES)
 
 
 def spark_type(storage: Storage) -> DataType:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from user_spark.compat import has_arrow_udf, scalar_udf
+from user_spark.compat import has_arrow_udf, pyspark_version, require_arrow, scalar_udf, valid_utf8
 from user_spark.embedding.columns import column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, UdfType
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class EmbedConfig:
     """An embedding ready to run: the options, the model folder's spec and where executors find it.
 
-    Built on the driver by :func:`prepare_embedding`, pickled into the UDF, read on executors.
+    Built on the driver by :func:`prepare_embedding`; executors receive only its :attr:`target`.
 
     Attributes:
         options: the :class:`EmbedOptions`.
@@ -70,6 +70,11 @@ class EmbedConfig:
     @property
     def role(self) -> str:
         return self.options.role
+
+    @property
+    def model_revision(self) -> str | None:
+        """The revision recorded in output metadata (the name this attribute had before :attr:`revision`)."""
+        return self.revision
 
     def with_role(self, role: str) -> EmbedConfig:
         """The same embedding in another role (checked against the model's prompts)."""
@@ -107,6 +112,7 @@ def prepare_embedding(options: EmbedOptions, *, spark: SparkSession | None = Non
         ModelSourceError: the model cannot be found, fetched or loaded. RoleError: an unknown role.
     """
     session = active_session(spark)
+    require_arrow()
     local_dir, location = ship_model(
         session, options.model, ship=options.ship, revision=options.revision, allow_pickle=options.allow_pickle
     )
@@ -117,7 +123,10 @@ def prepare_embedding(options: EmbedOptions, *, spark: SparkSession | None = Non
 
 def _uses_arrow(udf_type: UdfType) -> bool:
     if udf_type == "arrow" and not has_arrow_udf():
-        raise OptionError("udf_type='arrow' needs pyspark >= 4.1 (arrow_udf); use 'pandas'")
+        raise OptionError(
+            f"udf_type='arrow' needs pyspark >= 4.1 (arrow_udf), this is {'.'.join(map(str, pyspark_version()))}; "
+            "use 'pandas' or 'auto'"
+        )
     return udf_type == "arrow" or (udf_type == "auto" and has_arrow_udf())
 
 
@@ -186,14 +195,15 @@ def _valid_string(col: str | Column, what: str) -> Column:
     """``col`` with invalid UTF-8 replaced by U+FFFD, or a clear error if it does not hold strings.
 
     Spark strings are bytes and may hold invalid UTF-8 (a Parquet file written by another tool, a binary cast to
-    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` alone would also turn
-    numbers into strings silently, so the column's type is checked first.
+    string); Arrow then fails the whole task before the UDF runs. ``make_valid_utf8`` (or its 3.5 stand-in,
+    :func:`~user_spark.compat.valid_utf8`) alone would also turn numbers into strings silently, so the column's
+    type is checked first.
     """
     from pyspark.sql import functions as F
 
     c = column(col) if isinstance(col, str) else col
     kind = F.typeof(c)
-    return F.when(kind.startswith("string"), F.make_valid_utf8(c)).otherwise(
+    return F.when(kind.startswith("string"), valid_utf8(c)).otherwise(
         F.raise_error(
             F.concat(
                 F.lit(f"embed_udf needs a string {what} column, got "),
@@ -295,7 +305,8 @@ def embed_udf(
             (hub id, folder or URI), the role every text is prefixed with (``"query"``, ``"passage"``, ...; call
             the UDF with a second column to choose it per row, null there meaning ``role``), batching, device,
             precision, storage (``"float32"`` -> ``array<float>``, ``"float16"`` -> ``binary``).
-        options: an :class:`EmbedOptions` to start from instead (the keyword arguments above are ignored).
+        options: an :class:`EmbedOptions` to start from; keyword arguments set to other than their defaults
+            apply on top of it.
         metrics: counters to update (share one between UDFs); default: new ones, as ``udf.metrics``.
         spark: the session (default: the active one).
 
@@ -311,24 +322,13 @@ def embed_udf(
     >>> df.withColumn("body_embedding", udf("body"))          # doctest: +SKIP
     DataFrame[..., body_embedding: array<float>]   # 768 values per row
     """
-    if options is None:
-        options = EmbedOptions(
-            model=model,
-            role=role,
-            batch_tokens=batch_tokens,
-            max_batch_rows=max_batch_rows,
-            device=device,
-            precision=precision,
-            threads=threads,
-            backend=backend,
-            prompts=prompts,
-            revision=revision,
-            model_revision=model_revision,
-            ship=ship,
-            allow_pickle=allow_pickle,
-            udf_type=udf_type,
-            storage=storage,
-        )
+    given = EmbedOptions(
+        model=model, role=role, batch_tokens=batch_tokens, max_batch_rows=max_batch_rows, device=device,
+        precision=precision, threads=threads, backend=backend, prompts=prompts, revision=revision,
+        model_revision=model_revision, ship=ship, allow_pickle=allow_pickle, udf_type=udf_type, storage=storage,
+    )
+    if options is not None:  # the keyword arguments that differ from their defaults apply on top of options
+        options = options.replace(**given.changes())
     session = active_session(spark)
-    config = prepare_embedding(options, spark=session)
+    config = prepare_embedding(options or given, spark=session)
     return EmbeddingUDF(config, metrics or EmbedMetrics.create(session))

@@ -8,19 +8,56 @@ snapshots of USER-base, models that never had prompts), USER-base's own prompts 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from user_spark.errors import RoleError
 
-__all__ = ["DEFAULT_PROMPTS", "DEFAULT_ROLE", "prefix_for", "resolve_prompts"]
+__all__ = ["DEFAULT_PROMPTS", "DEFAULT_ROLE", "Prompts", "prefix_for", "resolve_prompts"]
 
-DEFAULT_PROMPTS: Mapping[str, str] = {"query": "query: ", "passage": "passage: "}
+class Prompts(Mapping[str, str]):
+    """An immutable, hashable role -> prefix table (it lives inside frozen options and specs).
+
+    >>> Prompts({"query": "query: "})["query"]
+    'query: '
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, table: Mapping[str, str]) -> None:
+        self._items = tuple(dict(table).items())
+
+    def __getitem__(self, role: str) -> str:
+        for key, prefix in self._items:
+            if key == role:
+                return prefix
+        raise KeyError(role)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"Prompts({dict(self._items)!r})"
+
+    def __reduce__(self) -> tuple[type[Prompts], tuple[dict[str, str]]]:
+        return (Prompts, (dict(self._items),))
+
+
+DEFAULT_PROMPTS: Mapping[str, str] = Prompts({"query": "query: ", "passage": "passage: "})
 DEFAULT_ROLE = "query"
 
 
 def resolve_prompts(
     folder_prompts: Mapping[str, str] | None, override: Mapping[str, str] | None = None
-) -> dict[str, str]:
+) -> Prompts:
     """The role -> prefix table in force for a model.
 
     Args:
@@ -28,7 +65,7 @@ def resolve_prompts(
         override: prompts given by the user; they replace the folder's entirely.
 
     Returns:
-        A new dict, role name -> prefix.
+        The table, role name -> prefix (immutable, hashable).
 
     Raises:
         RoleError: if an override maps a role to something that is not a string.
@@ -40,7 +77,7 @@ def resolve_prompts(
         raise RoleError(f"Prompts must map role names to prefix strings; got {bad!r}")
     if not table:
         raise RoleError("The prompt table is empty; give at least one role, e.g. {'query': 'query: '}")
-    return table
+    return Prompts(table)
 
 
 def prefix_for(role: str, prompts: Mapping[str, str]) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from user_spark.connect import is_connect, session_key, shares_driver_disk
-from user_spark.errors import ModelSourceError, OptionError
+from user_spark.errors import ModelSourceError, OptionError, check_choice
 from user_spark.model.source import classify_model_source, fetch_hub_model
 
 if TYPE_CHECKING:
@@ -46,10 +46,7 @@ SHIPS: tuple[Ship, ...] = ("auto", "always", "never")
 
 def check_ship(ship: str) -> Ship:
     """``ship`` if it is ``auto``, ``always`` or ``never``, else an :class:`OptionError`."""
-    for known in SHIPS:
-        if ship == known:
-            return known
-    raise OptionError(f"ship must be one of {list(SHIPS)}, got {ship!r}")
+    return check_choice("ship", ship, SHIPS)
 
 _lock = threading.Lock()
 _shipped: dict[tuple[str, str, str, str | None, bool], tuple[str, ModelLocation]] = {}

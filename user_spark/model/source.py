@@ -65,15 +65,25 @@ def classify_model_source(model: str) -> ModelSource:
         return ModelSource("local", os.path.abspath(expanded))
     if os.path.exists(expanded):
         raise ModelSourceError(f"{model!r} is a file; pass the model's folder")
-    # A relative path whose parent folder exists here ("models/USER-base" next to a "models" folder) is a
-    # folder the user meant, not a hub repo of the organisation "models".
-    parent = os.path.dirname(expanded)
-    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model) or (parent and os.path.isdir(parent)):
+    if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise ModelSourceError(
             f"No such folder: {os.path.abspath(expanded)} (model={model!r}). Pass an existing folder, a URI Spark "
             "can read (hdfs://, s3a://, dbfs:/, file:), or a Hugging Face hub id such as 'deepvk/USER-base'."
         )
     return ModelSource("hub", model)
+
+
+def _not_a_folder_either(repo_id: str) -> str:
+    """``"No such folder: <path>, and "`` when ``repo_id`` reads like a path here (its parent folder exists, as
+    for ``models/USER-base`` next to ``models/``), so a mistyped path is not reported as a hub problem alone."""
+    parent = os.path.dirname(repo_id)
+    if parent and os.path.isdir(parent):
+        return f"No such folder: {os.path.abspath(repo_id)}, and "
+    return ""
+
+
+def _hub_error(message: str) -> ModelSourceError:
+    return ModelSourceError(message[:1].upper() + message[1:])
 
 
 def fetch_hub_model(repo_id: str, *, revision: str | None = None, allow_pickle: bool = False) -> str:
@@ -96,21 +106,23 @@ def fetch_hub_model(repo_id: str, *, revision: str | None = None, allow_pickle: 
         "`SentenceTransformer(...).save(dir)`), copy the folder next to your data (local disk, HDFS, S3, a "
         f"Databricks Volume) and pass its path as model=, e.g. model='/models/{repo_id.split('/')[-1]}'."
     )
+    folder = _not_a_folder_either(repo_id)
     try:
         return snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise ModelSourceError(
-            f"The Hugging Face hub has no accessible model {repo_id!r} ({type(exc).__name__}). Check the id, "
-            "or pass a local folder instead."
+        raise _hub_error(
+            f"{folder}the Hugging Face hub has no accessible model {repo_id!r} ({type(exc).__name__}). Check the "
+            "id, or pass a local folder instead."
         ) from None
     except RevisionNotFoundError:
         raise ModelSourceError(f"Model {repo_id!r} has no revision {revision!r}") from None
     except LocalEntryNotFoundError:
-        raise ModelSourceError(
-            f"Cannot reach the Hugging Face hub to fetch {repo_id!r}, and it is not in the local cache "
+        raise _hub_error(
+            f"{folder}cannot reach the Hugging Face hub to fetch {repo_id!r}, and it is not in the local cache "
             f"(offline, firewalled, or HF_HUB_OFFLINE=1). {offline_hint}"
         ) from None
     except OSError as exc:  # connection errors surface as OSError subclasses (requests/httpx)
-        raise ModelSourceError(
-            f"Cannot reach the Hugging Face hub to fetch {repo_id!r} ({type(exc).__name__}: {exc}). {offline_hint}"
+        raise _hub_error(
+            f"{folder}cannot reach the Hugging Face hub to fetch {repo_id!r} ({type(exc).__name__}: {exc}). "
+            f"{offline_hint}"
         ) from None

@@ -81,10 +81,11 @@ def load_model(
             trust_remote_code=False,
             output_loading_info=True,
         )
-    except ValueError as exc:  # an unknown model_type, or one whose code ships in the folder (auto_map)
+    except ValueError as exc:  # e.g. an unknown model_type, or one whose code ships in the folder (auto_map)
         raise ModelSourceError(
-            f"transformers cannot load {transformer_dir} as {spec.model_type!r} without running code from the folder "
-            f"(trust_remote_code is always off): {(str(exc).splitlines() or [''])[0]}"
+            f"transformers cannot load {transformer_dir} as {spec.model_type!r}: "
+            f"{(str(exc).splitlines() or [''])[0]} (if the folder ships its own modelling code, user_spark does not "
+            "run it: trust_remote_code is always off)"
         ) from None
     _check_loading_info(transformer_dir, spec, info)
     model.eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from user_spark.errors import OptionError
+from user_spark.errors import OptionError, check_choice
 
 __all__ = [
     "BACKENDS",
@@ -30,18 +30,12 @@ DeviceRequest = str  # "auto", "cpu", "cuda" or "cuda:N"
 
 def check_precision(precision: str) -> Precision:
     """``precision`` if it is one of :data:`PRECISIONS`, else an :class:`OptionError` listing them."""
-    for known in PRECISIONS:
-        if precision == known:
-            return known
-    raise OptionError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return check_choice("precision", precision, PRECISIONS)
 
 
 def check_backend(backend: str) -> Backend:
     """``backend`` if it is one of :data:`BACKENDS`, else an :class:`OptionError` listing them."""
-    for known in BACKENDS:
-        if backend == known:
-            return known
-    raise OptionError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return check_choice("backend", backend, BACKENDS)
 
 
 def check_device_request(device: str) -> DeviceRequest:
