@@ -3,9 +3,10 @@
 A block of scores rarely changes a row's top k once the row has seen a few thousand columns, so a
 :class:`RunningTopK` keeps each row's current k-th best score as a threshold and only looks at the entries
 of a new block that reach it (one comparison per score, then a merge of the few hits), instead of a
-partial sort of every block. Measured at d = 384 on one core (1,024 x 50,000 scores): ``np.argpartition``
-alone costs 1.2x the GEMM that made the scores, ``np.partition`` 0.84x, the threshold pass about 0.2x
-(``bench/bench_join.py --topk``).
+partial sort of every block. Measured at d = 384 (1,024 x 50,000 scores): ``np.argpartition`` alone costs
+1.2x the GEMM that made the scores and ``np.partition`` 0.84x (one core). ``bench/bench_join.py topk``
+(2,048 x 50,000, 2026-12-01, the GEMM on two BLAS threads, the selection on one): ``block_topk`` took 1.89x
+its GEMM, so the selection is not yet small next to the GEMM (docs/BENCHMARKS.md).
 
 Ties in score go to the smaller column position; the Spark side puts columns in id order, so ties go to the
 smaller id, and the result is the same whatever the block boundaries.
