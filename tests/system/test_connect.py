@@ -94,7 +94,8 @@ def assert_vectors(got, want, tol: float = TOL) -> None:
 def test_the_session_is_a_connect_client_and_metrics_are_none(connect_run):
     _, result = connect_run
     assert result["session"] == "pyspark.sql.connect.session.SparkSession"
-    assert result["minilm"]["metrics"] == {"rows": None, "nulls": None, "tokens": None, "truncated": None}
+    assert result["minilm"]["metrics"] == {"rows": None, "nulls": None, "tokens": None, "truncated": None,
+                                           "recomputed": None}
 
 
 def test_udf_over_connect_equals_sentence_transformers_and_keeps_rows(connect_run, inputs, minilm_model):

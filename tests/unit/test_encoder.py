@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -92,23 +94,109 @@ def test_truncation_is_counted(tiny, ru_texts):
     assert out.tokens == 512 + len(tiny.tokenize(["query: " + ru_texts[0]])[0][0])
 
 
-def test_out_of_memory_splits_the_batch_and_lowers_the_budget(tiny_model, ru_texts, monkeypatch):
+class DeviceMemory:
+    """A device memory of ``capacity`` bytes whose allocations really hold memory while they are referenced.
+
+    Each allocation is a CPU tensor; a finalizer gives its bytes back when the tensor is freed. A forward that
+    fails keeps what it allocated alive for as long as its traceback lives, as CUDA activations would.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.failures: list[int] = []
+
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        if self.used + nbytes > self.capacity:
+            self.failures.append(nbytes)
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated): {nbytes} bytes asked, "
+                                              f"{self.capacity - self.used} free")
+        tensor = torch.empty(nbytes, dtype=torch.uint8)
+        self.used += nbytes
+        weakref.finalize(tensor, self._free, nbytes)
+        return tensor
+
+    def _free(self, nbytes: int) -> None:
+        self.used -= nbytes
+
+
+def hungry_forward(module, memory: DeviceMemory, bytes_per_token: int):
+    """``module.forward_packed`` that first allocates two layers' worth of activations from ``memory``."""
+    real = module.forward_packed
+
+    def forward_packed(flat_ids, positions, scatter, key_mask, batch, length):
+        first_layer = memory.allocate(batch * length * bytes_per_token)
+        second_layer = memory.allocate(batch * length * bytes_per_token)
+        del first_layer, second_layer
+        return real(flat_ids, positions, scatter, key_mask, batch, length)
+
+    return forward_packed
+
+
+def test_out_of_memory_is_retried_in_halves_after_the_failed_batch_freed_its_memory(tiny_model, ru_texts, monkeypatch):
     encoder = make_encoder(tiny_model)
-    real_forward = encoder._forward
-    sizes = []
-
-    def forward_that_fits_8_rows(input_ids, mask, prompt_lengths):
-        sizes.append(input_ids.shape[0])
-        if input_ids.shape[0] > 8:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(input_ids, mask, prompt_lengths)
-
-    monkeypatch.setattr(encoder, "_forward", forward_that_fits_8_rows)
     texts = [ru_texts[0]] * 20 + [ru_texts[0] + " !"] * 20  # one batch of 40 similar rows
-    out = encoder.embed(texts, "query: ", batch_tokens=100_000)
-    assert sizes[:3] == [40, 20, 10]
-    assert sum(s for s in sizes if s <= 8) == 40  # every row embedded exactly once
-    monkeypatch.setattr(encoder, "_forward", real_forward)
     reference = encoder.embed(texts, "query: ", batch_tokens=100_000).vectors
-    assert np.abs(out.vectors - reference).max() < TOL
-    assert encoder._budget_cap is not None
+    padded = 40 * max(len(x) for x in encoder.tokenize(["query: " + t for t in texts])[0])
+    # The whole batch needs 2 x padded x 100 bytes and fails at its second layer, holding the first; a half needs
+    # 1 x padded x 100, which fits only if the failed batch's first layer is gone by then.
+    memory = DeviceMemory(capacity=int(1.5 * padded * 100))
+    monkeypatch.setattr(encoder.runner.loaded.module, "forward_packed",
+                        hungry_forward(encoder.runner.loaded.module, memory, 100))
+
+    out = encoder.embed(texts, "query: ", batch_tokens=100_000)
+
+    assert len(memory.failures) == 1  # the halves fit at once: no cascade of splits
+    assert memory.used == 0
+    assert np.abs(out.vectors - reference).max() < TOL  # every row embedded, in place
+    assert encoder.budget.cap == padded // 2 and encoder.budget.out_of_memory_count == 1
+
+
+def test_a_text_that_alone_does_not_fit_fails_with_a_clear_out_of_memory(tiny_model, ru_texts, monkeypatch):
+    encoder = make_encoder(tiny_model)
+    monkeypatch.setattr(encoder.runner.loaded.module, "forward_packed",
+                        hungry_forward(encoder.runner.loaded.module, DeviceMemory(capacity=100), 100))
+    with pytest.raises(torch.cuda.OutOfMemoryError, match=r"one text of .* tokens does not fit .* cpu"):
+        encoder.embed(ru_texts[:4], "query: ")
+
+
+@pytest.fixture(scope="module")
+def overflowing_model(tiny_model, tmp_path_factory, ru_texts):
+    from overflow_model import overflowing_copy
+
+    return overflowing_copy(tiny_model, str(tmp_path_factory.mktemp("overflow") / "model"), ru_texts)
+
+
+def test_rows_that_overflow_in_half_precision_are_recomputed_in_fp32(overflowing_model, ru_texts):
+    from user_spark.runtime.device import DeviceChoice
+
+    folder, hit = overflowing_model
+    half = Encoder(read_model_spec(folder), folder, DeviceChoice("cpu", "float16", 1, 1))
+    exact = make_encoder(folder).embed(ru_texts, "query: ").vectors
+    with torch.inference_mode():  # the overflow is real: float16 holds inf where that token sits
+        assert torch.isinf(half.model.word.weight).any()
+
+    out = half.embed(ru_texts, "query: ")
+
+    assert out.recomputed == int(hit.sum()) > 0
+    assert np.isfinite(out.vectors).all()
+    assert np.abs(out.vectors[hit] - exact[hit]).max() < TOL  # recomputed rows: fp32's vectors
+    cosine = (out.vectors[~hit] * exact[~hit]).sum(axis=1)
+    assert cosine.min() > 0.999  # the rest: float16's, close to fp32
+
+
+def test_inf_in_fp32_is_an_error_not_a_nan_vector(overflowing_model, ru_texts, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from user_spark.errors import EmbeddingError
+
+    folder = tmp_path / "broken"
+    shutil.copytree(overflowing_model[0], folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("word_embeddings.weight"))
+    weights[name][weights[name] == 1e5] = float("inf")
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(EmbeddingError, match="inf/NaN embeddings in fp32"):
+        make_encoder(str(folder)).embed(ru_texts, "query: ")

@@ -67,7 +67,7 @@ def test_huge_texts_are_cut_before_tokenizing_without_changing_their_tokens(tiny
     import time
 
     long_text = " ".join(ru_texts) * 40  # ~ 300k characters of real prose
-    full = tiny._tokenizer.encode(long_text).ids  # what the tokenizer keeps without the cut
+    full = tiny.tokenizer._rust.encode(long_text).ids  # what the tokenizer keeps without the cut
     ids, truncated = tiny.tokenize([long_text])
     assert ids[0].tolist() == full and truncated.tolist() == [True]
     one_word = "Ж" * 1_000_000  # one 1M-character "word": quadratic in BPE, about 100 s uncut

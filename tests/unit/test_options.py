@@ -71,6 +71,9 @@ def test_jobs_take_options_or_for_one_release_a_dict_with_a_warning():
     with warnings.catch_warnings(), pytest.raises(OptionError, match=r"Unknown embedding option\(s\) \['speed'\]"):
         warnings.simplefilter("ignore", DeprecationWarning)
         coerce_options({"speed": "max"})
+    with warnings.catch_warnings(), pytest.raises(OptionError, match=r"'metrics' is not an embedding option: pass "):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        coerce_options({"precision": "fp32", "metrics": object()})
     with pytest.raises(OptionError, match="embed_options must be an EmbedOptions, got int"):
         coerce_options(3)  # type: ignore[arg-type]
 

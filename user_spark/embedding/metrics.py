@@ -1,4 +1,5 @@
-"""Counters the embedding UDF keeps on executors and the driver reads: rows, nulls, tokens, truncated rows.
+"""Counters the embedding UDF keeps on executors and the driver reads: rows, nulls, tokens, truncated rows, and
+rows recomputed in fp32 because their half-precision vector overflowed.
 
 Spark accumulators, so they cost no extra job. Like every accumulator updated in a transformation, they count
 each evaluation: a DataFrame embedded twice (or a retried task) counts twice. Over Spark Connect there are no
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbedMetrics"]
 
-_FIELDS = ("rows", "nulls", "tokens", "truncated")
+_FIELDS = ("rows", "nulls", "tokens", "truncated", "recomputed")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class EmbedMetrics:
     """Accumulators of one embedding UDF; read them after an action has run.
 
     >>> udf.metrics.as_dict()  # doctest: +SKIP
-    {'rows': 1000, 'nulls': 3, 'tokens': 41210, 'truncated': 2}
+    {'rows': 1000, 'nulls': 3, 'tokens': 41210, 'truncated': 2, 'recomputed': 0}
     """
 
     _accumulators: dict[str, Any] | None = None
@@ -44,7 +45,7 @@ class EmbedMetrics:
         sc = spark.sparkContext
         return cls({name: sc.accumulator(0) for name in _FIELDS})
 
-    def add(self, *, rows: int, nulls: int, tokens: int, truncated: int) -> None:
+    def add(self, *, rows: int, nulls: int, tokens: int, truncated: int, recomputed: int = 0) -> None:
         """Executor side: count one Arrow batch."""
         if self._accumulators is None:
             return
@@ -53,6 +54,7 @@ class EmbedMetrics:
         acc["nulls"].add(nulls)
         acc["tokens"].add(tokens)
         acc["truncated"].add(truncated)
+        acc["recomputed"].add(recomputed)
 
     def as_dict(self) -> dict[str, int | None]:
         """Driver side: the counts so far (``None`` where Spark has no accumulators)."""

@@ -153,7 +153,14 @@ class EmbedKwargs(TypedDict, total=False):
     allow_pickle: bool
 
 
+# Keys an embed_options dict used to carry (before EmbedOptions) that are not embedding options: where they go now.
+_MOVED = {"metrics": "pass the counters as the job's own metrics= argument (dedup(..., metrics=m))"}
+
+
 def _check_names(changes: Mapping[str, Any]) -> None:
+    moved = sorted(set(changes) & set(_MOVED))
+    if moved:
+        raise OptionError("; ".join(f"{name!r} is not an embedding option: {_MOVED[name]}" for name in moved))
     unknown = sorted(set(changes) - _FIELDS)
     if unknown:
         raise OptionError(f"Unknown embedding option(s) {unknown}; valid: {sorted(_FIELDS)}")

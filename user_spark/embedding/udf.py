@@ -168,7 +168,8 @@ class _BatchEmbedder:
 
         out = embed_texts(self.target, texts, self._prefixes(texts, roles))
         nulls = int((~out.valid).sum())
-        self.metrics.add(rows=len(texts), nulls=nulls, tokens=out.tokens, truncated=out.truncated)
+        self.metrics.add(rows=len(texts), nulls=nulls, tokens=out.tokens, truncated=out.truncated,
+                         recomputed=out.recomputed)
         return out
 
     def pandas(self, texts: pd.Series, roles: pd.Series | None) -> pd.Series:

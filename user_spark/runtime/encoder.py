@@ -1,116 +1,48 @@
-"""The executor-side encoder: tokenizer + transformer + pooling, fed by token-budget batches.
+"""The executor-side encoder: texts in, one vector per row out, through token-budget batches.
 
 One :class:`Encoder` is built per model per Python worker (see :mod:`user_spark.runtime.worker`) and embeds every
-Arrow batch that worker sees. ``embed`` tokenizes a whole Arrow batch once, sorts it by token length, runs
-budget-sized batches through the model and puts the vectors back in row order; nulls stay null.
+Arrow batch that worker sees. ``embed`` tokenizes the texts (over the task's cores), sorts them by token length,
+cuts batches by a token budget, runs them through the model and puts the vectors back in row order; nulls stay
+null.
+
+On CPU the steps run in turn, as fast as they go: tokenizing is ~3% of a CPU forward. On a GPU it is several times
+the forward, so the encoder pipelines: a producer thread (:class:`~user_spark.runtime.pipeline.Prefetcher`)
+tokenizes the texts in waves, plans and packs their batches, while the main thread keeps the GPU one batch ahead
+(:class:`~user_spark.runtime.runner.ModelRunner`). Every batch's vectors are checked for inf/NaN; rows that
+overflowed in half precision are recomputed in fp32 (counted in :attr:`EmbedOutput.recomputed`). On CUDA
+out-of-memory the batch is split in two and retried *after* the exception is gone (its traceback holds the failed
+batch's activations), and the token budget drops, recovering after successful batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from user_spark.errors import EmbeddingError, ModelSourceError, OptionError
+from user_spark.errors import EmbeddingError
 from user_spark.model.spec import ModelSpec
-from user_spark.runtime.batching import pad_batch, plan_batches
+from user_spark.runtime.batching import FIRST_WAVE_ROWS, Batch, attention_padding, plan_batches, wave_rows
+from user_spark.runtime.budget import TokenBudget, activation_bytes_per_token, default_batch_tokens, memory_cap
 from user_spark.runtime.device import DeviceChoice
-from user_spark.runtime.pooling import pool
+from user_spark.runtime.gpu import available_bytes, compute_device, release_memory
+from user_spark.runtime.loading import TORCH_DTYPES, load_model
+from user_spark.runtime.pipeline import Prefetcher
+from user_spark.runtime.runner import ModelRunner, Pending
 from user_spark.runtime.settings import Backend
+from user_spark.runtime.tokens import TextTokenizer, tokenizer_folder, valid_unicode
 
-__all__ = ["EmbedOutput", "Encoder", "default_batch_tokens", "load_model", "valid_unicode"]
+__all__ = ["EmbedOutput", "Encoder", "describe_failure", "valid_unicode"]
 
 logger = logging.getLogger(__name__)
 
-# No vocabulary token spans more than 64 characters (USER-base's longest: 37 bytes; WordPiece vocabularies:
-# ~20), so the first max_seq_length tokens of a text lie within its first max_seq_length * 64 characters.
-# Cutting longer texts there first keeps tokenizing a 10 MB string (or a 100k-character "word", which BPE
-# handles in quadratic time) as cheap as a normal one; the kept tokens change only when a single word
-# straddles the cut, which real text never does.
-_MAX_CHARS_PER_TOKEN = 64
-_TOKENIZE_CHUNK = 256
-
-# int8 loads fp32 weights, then quantises every Linear (dynamic quantisation: int8 weights, activations
-# quantised per batch, fp32 accumulation; 2.9x the fp32 GEMM rate on an AVX512-VNNI core).
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
-
-
-def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 with per-output-channel weight scales.
-
-    Per-tensor scales (torch's default) cost all-MiniLM-L6-v2 a mean cosine of 0.84 to its fp32 embeddings on
-    Russian text; per-channel scales give 0.95. Quality figures per mode: docs/BENCHMARKS.md.
-    """
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's notice that eager quantisation moves to torchao
-        quantized: torch.nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
-            module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
-        )
-        return quantized
-
-
-def load_model(
-    transformer_dir: str, spec: ModelSpec, choice: DeviceChoice, backend: Backend = "auto"
-) -> tuple[Any, str]:
-    """Load the transformer for ``choice`` and wrap it in the fastest exact path available.
-
-    Returns:
-        ``(module, backend name)``; the module is called as ``module(input_ids=..., attention_mask=...)`` and
-        returns an object with ``last_hidden_state``.
-    """
-    from transformers import AutoModel
-
-    from user_spark.runtime.fast_deberta import FastDebertaEncoder, supports
-
-    # trust_remote_code=False: a config's ``auto_map`` (custom modelling code shipped in the folder) is never
-    # imported; transformers' own class for ``model_type`` is used, or loading fails.
-    try:
-        model, info = AutoModel.from_pretrained(
-            transformer_dir,
-            dtype=_TORCH_DTYPES[choice.dtype],
-            use_safetensors=not spec.uses_pickle,
-            trust_remote_code=False,
-            output_loading_info=True,
-        )
-    except ValueError as exc:  # e.g. an unknown model_type, or one whose code ships in the folder (auto_map)
-        raise ModelSourceError(
-            f"transformers cannot load {transformer_dir} as {spec.model_type!r}: "
-            f"{(str(exc).splitlines() or [''])[0]} (if the folder ships its own modelling code, user_spark does not "
-            "run it: trust_remote_code is always off)"
-        ) from None
-    _check_loading_info(transformer_dir, spec, info)
-    model.eval()
-    name = "transformers"
-    module = model
-    if backend in ("auto", "fast") and supports(model):
-        module, name = FastDebertaEncoder(model).eval(), "fast-deberta"
-    elif backend == "fast":
-        raise OptionError(
-            f"backend='fast' runs DeBERTa v1 without relative attention (USER-base); {transformer_dir} is "
-            f"{spec.model_type!r}. Use backend='auto' to fall back to transformers."
-        )
-    if choice.dtype == "int8":
-        module = _quantize_int8(module)
-        name += "+int8"
-    return module.to(torch.device(choice.device)), name
-
-
-def default_batch_tokens(choice: DeviceChoice) -> int:
-    """Tokens per batch (padding included) when the user does not set one.
-
-    CPU: 8192 keeps a USER-base batch of 16 x 512 tokens under ~1 GiB of activations and is past the size where
-    larger GEMMs stop getting faster. GPU: 32768 fills an H100 while the worst case (64 x 512) stays a few GiB.
-    """
-    return 32768 if choice.is_cuda else 8192
+# Batches the producer may run ahead: enough to cover tokenizing the next wave while the GPU runs these.
+_PREFETCH_BATCHES = 8
 
 
 @dataclass
@@ -122,12 +54,21 @@ class EmbedOutput:
         valid: ``[rows]`` bool, False where the input was null.
         tokens: tokens embedded (after truncation, special tokens and prompts included).
         truncated: rows cut at ``max_seq_length``.
+        recomputed: rows whose half-precision vector held inf/NaN and were recomputed in fp32.
     """
 
     vectors: np.ndarray
     valid: np.ndarray
     tokens: int
     truncated: int
+    recomputed: int = 0
+
+
+@dataclass
+class _Counts:
+    tokens: int = 0
+    truncated: int = 0
+    recomputed: int = 0
 
 
 class Encoder:
@@ -145,7 +86,6 @@ class Encoder:
     def __init__(
         self, spec: ModelSpec, model_dir: str, choice: DeviceChoice, *, name: str = "", backend: Backend = "auto"
     ) -> None:
-        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -153,85 +93,42 @@ class Encoder:
         self.spec = spec
         self.choice = choice
         self.name = name or model_dir
-        self.device = torch.device(choice.device)
-        tdir = os.path.join(model_dir, spec.transformer_subdir) if spec.transformer_subdir else model_dir
+        self.device = compute_device(choice.device)
+        self._folder = tokenizer_folder(model_dir, spec)
+        self._backend_request = backend
         if choice.threads:
             torch.set_num_threads(choice.threads)
-        tokenizer = AutoTokenizer.from_pretrained(tdir)
-        if not getattr(tokenizer, "is_fast", False):
-            raise ModelSourceError(f"{tdir}: user_spark needs a fast (Rust) tokenizer; add a tokenizer.json")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._special_ids = set(tokenizer.all_special_ids)
-        # Our own copy of the Rust tokenizer, truncating as sentence-transformers does and never padding:
-        # padding happens per batch, after sorting by length.
-        rust_tokenizer = tokenizer.backend_tokenizer
-        rust_tokenizer.no_padding()
-        rust_tokenizer.enable_truncation(max_length=spec.max_seq_length)
-        self._tokenizer = rust_tokenizer
-        self.model, self.backend = load_model(tdir, spec, choice, backend)
-        self._prompt_lengths: dict[str, int] = {}
-        self._budget_cap: int | None = None
+        self.tokenizer = TextTokenizer(self._folder, spec)
+        loaded = load_model(self._folder, spec, choice.device, choice.dtype, backend)
+        self.model, self.backend = loaded.module, loaded.backend
+        self.runner = ModelRunner(loaded, spec, self.device, self.tokenizer.pad_id)
+        self.budget = TokenBudget()
+        self.pipelined = choice.is_cuda
+        self._tokenize_threads = choice.cpus if choice.is_cuda else (choice.threads or 1)
+        on_packed_gpu = choice.is_cuda and loaded.packed
+        self._padding = attention_padding(loaded.hidden, loaded.intermediate) if on_packed_gpu else 0.1
+        self._bytes_per_token = activation_bytes_per_token(
+            hidden=loaded.hidden, intermediate=loaded.intermediate, heads=loaded.heads,
+            longest=spec.max_seq_length, dtype_bytes=TORCH_DTYPES[choice.dtype].itemsize, packed=loaded.packed,
+        )
+        self._fp32: ModelRunner | None = None
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_id
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Token ids of each text (truncated at ``max_seq_length``) and a bool array of which were cut.
-
-        Lone surrogates (which Python strings may hold but UTF-8 cannot) become U+FFFD; see :func:`valid_unicode`.
-        Texts over ``max_seq_length * 64`` characters are cut there before tokenizing (see ``_MAX_CHARS_PER_TOKEN``).
-        """
-        limit = self.spec.max_seq_length * _MAX_CHARS_PER_TOKEN
-        cut = np.fromiter((len(t) > limit for t in texts), dtype=bool, count=len(texts))
-        texts = [valid_unicode(t[:limit]) for t in texts]
-        if self.spec.do_lower_case:
-            texts = [t.lower() for t in texts]
-        # In chunks, keeping only int32 ids: a truncated text's Encoding also holds its overflow (offsets, masks,
-        # the cut-off tokens), ~0.5 KB per token; 10,000 worst-case rows at once peaked at 2.8 GiB.
-        ids: list[np.ndarray] = []
-        overflow = np.zeros(len(texts), dtype=bool)
-        for start in range(0, len(texts), _TOKENIZE_CHUNK):
-            encodings = self._tokenizer.encode_batch(texts[start : start + _TOKENIZE_CHUNK], add_special_tokens=True)
-            ids.extend(np.asarray(e.ids, dtype=np.int32) for e in encodings)
-            overflow[start : start + len(encodings)] = [bool(e.overflowing) for e in encodings]
-            del encodings
-        return ids, cut | overflow
+        """Token ids of each text and which were truncated (see :meth:`TextTokenizer.tokenize`)."""
+        return self.tokenizer.tokenize(texts, self._tokenize_threads)
 
     def prompt_length(self, prefix: str) -> int:
-        """Tokens of ``prefix`` as it starts a text, leading special token included (sentence-transformers' rule)."""
-        if prefix not in self._prompt_lengths:
-            ids = self._tokenizer.encode(prefix.lower() if self.spec.do_lower_case else prefix).ids
-            self._prompt_lengths[prefix] = len(ids) - 1 if ids and ids[-1] in self._special_ids else len(ids)
-        return self._prompt_lengths[prefix]
+        return self.tokenizer.prompt_length(prefix)
 
-    def _forward(self, input_ids: np.ndarray, mask: np.ndarray, prompt_lengths: np.ndarray | None) -> torch.Tensor:
-        ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
-        mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
-            pl = torch.from_numpy(prompt_lengths).to(self.device) if prompt_lengths is not None else None
-            return pool(hidden, mask_t, self.spec.pooling_modes, normalize=self.spec.normalize, prompt_lengths=pl)
-
-    def _forward_splitting(self, ids: list[np.ndarray], prompt_lengths: np.ndarray | None) -> np.ndarray:
-        """Forward one batch; on CUDA out-of-memory, halve it and retry, and lower the budget from then on."""
-        input_ids, mask = pad_batch(ids, self.pad_id)
-        try:
-            return self._forward(input_ids, mask, prompt_lengths).float().cpu().numpy()
-        except torch.OutOfMemoryError:
-            if len(ids) == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = len(ids) // 2
-            self._budget_cap = max(1, input_ids.size // 2)
-            logger.warning(
-                "Out of memory on %s with a batch of %d x %d tokens; splitting it and lowering the token budget to %d",
-                self.choice.device,
-                *input_ids.shape,
-                self._budget_cap,
-            )
-            pl_a = prompt_lengths[:half] if prompt_lengths is not None else None
-            pl_b = prompt_lengths[half:] if prompt_lengths is not None else None
-            return np.concatenate(
-                [self._forward_splitting(ids[:half], pl_a), self._forward_splitting(ids[half:], pl_b)]
-            )
+    def close(self) -> None:
+        """Drop the model (and its fp32 twin) so that its memory can be returned; the encoder is unusable after."""
+        self.model = None
+        self.runner = None  # type: ignore[assignment]
+        self._fp32 = None
 
     def embed(
         self,
@@ -240,6 +137,7 @@ class Encoder:
         *,
         batch_tokens: int | None = None,
         max_batch_rows: int | None = None,
+        gpu_sharers: int = 1,
     ) -> EmbedOutput:
         """Embed texts, each with its prefix, in row order.
 
@@ -248,6 +146,7 @@ class Encoder:
             prefixes: one prefix for all rows, or one per row.
             batch_tokens: tokens per model batch, padding included; default by device.
             max_batch_rows: optional cap on rows per model batch.
+            gpu_sharers: workers sharing this GPU (its free memory is divided among them).
 
         Returns:
             An :class:`EmbedOutput` with one vector per input row.
@@ -262,55 +161,128 @@ class Encoder:
         if rows.size == 0:
             return EmbedOutput(out, valid, 0, 0)
         full = [row_prefixes[i] + str(texts[i]) for i in rows.tolist()]
-        ids, truncated = self.tokenize(full)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         prompt_lens = None
         if not self.spec.include_prompt:
             prompt_lens = np.asarray([self.prompt_length(row_prefixes[i]) for i in rows.tolist()], dtype=np.int64)
-        budget = batch_tokens or default_batch_tokens(self.choice)
-        if self._budget_cap is not None:
-            budget = min(budget, self._budget_cap)
+        requested = batch_tokens or default_batch_tokens(self.choice.is_cuda)
+        counts = _Counts()
         if self.choice.threads:
             torch.set_num_threads(self.choice.threads)
-        for batch in plan_batches(lengths, budget, max_batch_rows):
-            pl = prompt_lens[batch] if prompt_lens is not None else None
-            out[rows[batch]] = self._forward_splitting([ids[i] for i in batch], pl)
-        return EmbedOutput(out, valid, int(lengths.sum()), int(truncated.sum()))
+        batches = self._batches(full, rows, prompt_lens, requested, self._memory_cap(gpu_sharers), max_batch_rows,
+                                counts)
+        if self.pipelined:
+            with Prefetcher(batches, _PREFETCH_BATCHES, name="user_spark-prefetch") as ahead:
+                self._run(ahead, out, requested, counts)
+        else:
+            self._run(batches, out, requested, counts)
+        return EmbedOutput(out, valid, counts.tokens, counts.truncated, counts.recomputed)
 
+    def _memory_cap(self, sharers: int) -> int | None:
+        """Tokens per batch that this worker's share of the GPU's memory holds (``None`` on CPU)."""
+        if not self.choice.is_cuda:
+            return None
+        return memory_cap(available_bytes(self.choice.device), sharers, self._bytes_per_token)
 
-def valid_unicode(text: str) -> str:
-    """``text`` with every lone surrogate (U+D800..U+DFFF) replaced by U+FFFD, as a UTF-8 decoder would.
+    def _batches(
+        self,
+        texts: list[str],
+        rows: np.ndarray,
+        prompt_lens: np.ndarray | None,
+        requested: int,
+        memory: int | None,
+        max_rows: int | None,
+        counts: _Counts,
+    ) -> Iterator[Batch]:
+        """Tokenize ``texts`` (in waves when pipelined, else at once) and yield their batches, longest first."""
+        start, size = 0, (FIRST_WAVE_ROWS if self.pipelined else len(texts))
+        while start < len(texts):
+            stop = min(len(texts), start + size)
+            ids, cut = self.tokenizer.tokenize(texts[start:stop], self._tokenize_threads)
+            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+            counts.tokens += int(lengths.sum())
+            counts.truncated += int(cut.sum())
+            budget = self.budget.limit(requested, memory)
+            for index in plan_batches(lengths, budget, max_rows, max_padding=self._padding):
+                pl = prompt_lens[start + index] if prompt_lens is not None else None
+                batch = Batch(rows[start + index], [ids[i] for i in index.tolist()], pl)
+                yield self.runner.prepare(batch) if self.pipelined else batch
+            size = wave_rows(budget, float(lengths.mean()))
+            start = stop
 
-    The Rust tokenizer rejects strings it cannot encode as UTF-8. A surrogate *pair* written as two code points
-    (``"\\ud83d\\ude00"``, as some JSON decoders produce) is joined into its character (U+1F600), not replaced.
-    Spark never hands such strings to a UDF (it replaces them on the way in); plain Python callers can.
-    """
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    def _run(self, batches: Iterable[Batch], out: np.ndarray, requested: int, counts: _Counts) -> None:
+        """Launch every batch, keeping one in flight on CUDA; split and retry those that run out of memory."""
+        ahead = 1 if self.runner.on_cuda else 0
+        inflight: deque[Pending] = deque()
+        retry: list[Batch] = []
+        source = iter(batches)
+        while True:
+            batch = retry.pop() if retry else next(source, None)
+            if batch is None:
+                break
+            pending = self._launch(batch)
+            if pending is None:  # out of memory; the exception is gone by now
+                while inflight:
+                    self._finish(inflight.popleft(), out, requested, counts)
+                retry.extend(reversed(self._split_after_oom(batch)))
+                continue
+            inflight.append(pending)
+            while len(inflight) > ahead:
+                self._finish(inflight.popleft(), out, requested, counts)
+        while inflight:
+            self._finish(inflight.popleft(), out, requested, counts)
 
+    def _launch(self, batch: Batch) -> Pending | None:
+        """The launched batch, or ``None`` if it ran out of device memory.
 
-def _check_loading_info(folder: str, spec: ModelSpec, info: dict[str, Any]) -> None:
-    """Refuse weights that leave parameters of the architecture unset or of the wrong shape.
+        The retry must not happen in an ``except`` block: the exception's traceback holds the frames of the failed
+        forward, and with them its activations, so ``empty_cache`` could free nothing and the halves would fail
+        too. Suppressing it here drops the exception (and that memory) before the caller splits the batch.
+        """
+        with contextlib.suppress(torch.cuda.OutOfMemoryError):
+            return self.runner.launch(batch)
+        return None
 
-    transformers fills missing parameters with random values and only logs a warning; embeddings from such a
-    model look fine and mean nothing, so a weight file from another variant of the architecture must fail here.
-    """
-    problems = []
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        problems.append(f"{len(missing)} parameters missing from the weights (e.g. {missing[:3]})")
-    if info.get("mismatched_keys"):
-        mismatched = sorted(str(k) for k in info["mismatched_keys"])
-        problems.append(f"{len(mismatched)} parameters with another shape (e.g. {mismatched[:3]})")
-    if problems:
-        files = ", ".join(os.path.join(folder, w) for w in spec.weights) or folder
-        raise ModelSourceError(
-            f"The weights in {files} do not fit {os.path.join(folder, 'config.json')}: {'; '.join(problems)}. "
-            "The config and the weights come from different models; re-download the whole folder."
+    def _split_after_oom(self, batch: Batch) -> list[Batch]:
+        if len(batch) == 1:
+            raise torch.cuda.OutOfMemoryError(
+                f"one text of {batch.longest} tokens does not fit in the free memory of {self.choice.device}; "
+                "lower spark.task.resource.gpu.amount's sharing (fewer tasks per GPU) or the model's max_seq_length"
+            )
+        cap = self.budget.out_of_memory(batch.padded_tokens)
+        release_memory(self.choice.device)
+        logger.warning(
+            "Out of memory on %s with a batch of %d x %d tokens; retrying it in two halves, token budget now %d",
+            self.choice.device, len(batch), batch.longest, cap,
         )
+        halves = batch.halves()
+        return [self.runner.prepare(h) for h in halves] if self.pipelined else list(halves)
+
+    def _finish(self, pending: Pending, out: np.ndarray, requested: int, counts: _Counts) -> None:
+        vectors = self.runner.wait(pending)
+        batch = pending.batch
+        bad = ~np.isfinite(vectors).all(axis=1)
+        out[batch.rows] = vectors
+        if bad.any():
+            out[batch.rows[bad]] = self._recompute_fp32(batch.take(np.flatnonzero(bad)))
+            counts.recomputed += int(bad.sum())
+        self.budget.succeeded(requested)
+
+    def _recompute_fp32(self, batch: Batch) -> np.ndarray:
+        """The vectors of rows that overflowed, from the same weights in fp32 (loaded on first need)."""
+        if self.choice.dtype == "float32":
+            raise EmbeddingError(
+                f"{self.name} gave inf/NaN embeddings in fp32 on {self.choice.device} for {len(batch)} row(s): the "
+                "weights themselves overflow; check the model folder"
+            )
+        if self._fp32 is None:
+            logger.warning("%s overflowed in %s on %s; loading an fp32 copy to recompute such rows",
+                           self.name, self.choice.dtype, self.choice.device)
+            loaded = load_model(self._folder, self.spec, self.choice.device, "float32", self._backend_request)
+            self._fp32 = ModelRunner(loaded, self.spec, self.device, self.pad_id)
+        vectors = self._fp32.wait(self._fp32.launch(batch))
+        if not np.isfinite(vectors).all():
+            raise EmbeddingError(f"{self.name} gave inf/NaN embeddings even in fp32 for {len(batch)} row(s)")
+        return vectors
 
 
 def describe_failure(name: str, choice: DeviceChoice, partition: int | None, exc: BaseException) -> EmbeddingError:

@@ -52,39 +52,39 @@ class EncoderTarget:
         return (self.location.kind, self.location.value, self.spec.transformer_subdir)
 
 
-def _partition() -> int | None:
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    return ctx.partitionId() if ctx is not None else None
-
-
 def embed_texts(target: EncoderTarget, texts: Sequence[str | None], prefixes: str | Sequence[str]) -> EmbedOutput:
     """Embed one batch of texts (``None`` gives an invalid row) on this task's device, with this worker's model.
 
     Raises:
-        UserSparkError: bad input or configuration, as it is.
+        UserSparkError: bad input or configuration, as it is (also a GPU that Spark assigned but torch cannot see).
         EmbeddingError: any other failure, naming the model, the device and the partition.
     """
-    from user_spark.runtime import faults, worker
-    from user_spark.runtime.device import task_device
+    from user_spark.runtime import faults, task, worker
     from user_spark.runtime.encoder import describe_failure
 
-    partition = _partition()
-    choice = task_device(target.device, target.precision, target.threads)
+    facts = task.current()
+    choice = worker.place(target.device, target.precision, target.threads, facts)
     try:
         encoder = worker.get_encoder(
             target.cache_key, target.spec, target.location.resolve(), choice, target.name, target.backend
         )
-        out = encoder.embed(texts, prefixes, batch_tokens=target.batch_tokens, max_batch_rows=target.max_batch_rows)
+        out = encoder.embed(
+            texts, prefixes, batch_tokens=target.batch_tokens, max_batch_rows=target.max_batch_rows,
+            gpu_sharers=worker.gpu_sharers() if choice.is_cuda else 1,
+        )
     except UserSparkError:
         raise
     except Exception as exc:
-        raise describe_failure(target.name, choice, partition, exc) from exc
-    faults.maybe_inject_fault(partition)  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
+        raise describe_failure(target.name, choice, facts.partition, exc) from exc
+    faults.maybe_inject_fault(facts.partition)  # test-only; a no-op unless USER_SPARK_TEST_FAULT is set
     if out.truncated:
         logger.warning(
             "%d of %d texts in partition %s were longer than %d tokens and were truncated (model %s)",
-            out.truncated, len(texts), partition, target.spec.max_seq_length, target.name,
+            out.truncated, len(texts), facts.partition, target.spec.max_seq_length, target.name,
+        )
+    if out.recomputed:
+        logger.warning(
+            "%d of %d texts in partition %s overflowed in %s on %s and were recomputed in fp32 (model %s)",
+            out.recomputed, len(texts), facts.partition, choice.dtype, choice.device, target.name,
         )
     return out

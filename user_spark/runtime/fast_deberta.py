@@ -128,15 +128,41 @@ class FastDebertaEncoder(nn.Module):
         key_mask = attention_mask.bool()[:, None, None, :] if padded else None
         if scatter is not None:
             positions, flat_ids = positions[scatter], flat_ids[scatter]
+        return _Output(self.forward_packed(flat_ids, positions, scatter, key_mask, batch, length))
+
+    def forward_packed(
+        self,
+        flat_ids: torch.Tensor,
+        positions: torch.Tensor,
+        scatter: torch.Tensor | None,
+        key_mask: torch.Tensor | None,
+        batch: int,
+        length: int,
+    ) -> torch.Tensor:
+        """The forward on tokens packed by the caller; no host synchronisation (no data-dependent shapes).
+
+        Args:
+            flat_ids: ``[tokens]`` the real tokens' ids, row after row.
+            positions: ``[tokens]`` each token's position in its row.
+            scatter: ``[tokens]`` each token's index in the padded ``[batch * length]`` layout, or ``None`` when
+                no row is padded.
+            key_mask: ``[batch, 1, 1, length]`` bool, True at real tokens (``None`` with ``scatter``).
+            batch, length: the padded layout's shape.
+
+        Returns:
+            ``[batch, length, hidden]``, zeros at padding.
+        """
         x = self.word(flat_ids) + self.pos(positions)
         x = F.layer_norm(x, (self.hidden,), self.ln.weight, self.ln.bias, self.ln.variance_epsilon)
         for layer in self.layers:
             x = layer(x, scatter, (batch, length), key_mask, self.act)
+        out: torch.Tensor
         if scatter is None:
-            return _Output(x.view(batch, length, self.hidden))
+            out = x.view(batch, length, self.hidden)
+            return out
         out = x.new_zeros(batch * length, self.hidden)
         out[scatter] = x
-        return _Output(out.view(batch, length, self.hidden))
+        return out.view(batch, length, self.hidden)
 
 
 class _Output:
