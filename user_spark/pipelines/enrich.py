@@ -187,6 +187,25 @@ def _default_partitions(spark: SparkSession) -> int:
     return default_parallelism(spark) or shuffle_partitions_setting(spark)
 
 
+def _task_precision(device: Any, precision: Any, threads: int | None) -> tuple[str, str]:
+    """``(dtype, device kind)`` the current executor task would embed with (the choice of
+    :func:`user_spark.runtime.worker.place`, without claiming a GPU)."""
+    import os
+
+    from user_spark.runtime import gpu
+    from user_spark.runtime.device import choose_device, cpu_has_native_bf16
+    from user_spark.runtime.task import current
+
+    facts, gpus = current(), gpu.cuda_devices()
+    unassigned = 0 if gpus and not facts.gpu_addresses and device in ("auto", "cuda") else None
+    choice = choose_device(
+        requested=device, precision=precision, gpu_addresses=facts.gpu_addresses, gpus=gpus,
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), task_cpus=facts.cpus or 1, threads=threads,
+        cpu_bf16=cpu_has_native_bf16(), unassigned_gpu=unassigned,
+    )
+    return choice.dtype, "cuda" if choice.is_cuda else "cpu"
+
+
 def effective_precision(spark: SparkSession, options: EmbedOptions) -> tuple[str, str]:
     """``(dtype, device kind)`` an executor task runs ``options`` with: one task of a one-row job asks
     (the task sees the executor's GPU and CPU; the driver may have neither)."""
@@ -198,11 +217,9 @@ def effective_precision(spark: SparkSession, options: EmbedOptions) -> tuple[str
     def probe(batches: Any) -> Any:
         import pandas as pd
 
-        from user_spark.runtime.device import task_device
-
         for _ in batches:
-            choice = task_device(device, precision, threads)
-            yield pd.DataFrame({"dtype": [choice.dtype], "device": ["cuda" if choice.is_cuda else "cpu"]})
+            dtype, kind = _task_precision(device, precision, threads)
+            yield pd.DataFrame({"dtype": [dtype], "device": [kind]})
 
     row = spark.range(1, numPartitions=1).mapInPandas(probe, schema).first()
     assert row is not None
