@@ -23,6 +23,7 @@ from user_spark.errors import (
     EmbeddingError,
     ModelSourceError,
     OptionError,
+    OutputBusyError,
     RoleError,
     UserSparkError,
 )
@@ -30,8 +31,15 @@ from user_spark.model.roles import DEFAULT_PROMPTS
 from user_spark.model.source import DEFAULT_MODEL
 from user_spark.pipelines.cluster import ClusterResult, cluster
 from user_spark.pipelines.dedup import DedupResult, dedup
-from user_spark.pipelines.enrich import EnrichResult, current_embeddings, enrich
+from user_spark.pipelines.enrich import (
+    CompactResult,
+    EnrichResult,
+    compact_embeddings,
+    current_embeddings,
+    enrich,
+)
 from user_spark.pipelines.join import similarity_join
+from user_spark.pipelines.staging import Staging, staging
 
 try:
     __version__ = version("user-spark")
@@ -43,6 +51,7 @@ __all__ = [
     "DEFAULT_PROMPTS",
     "ClusterResult",
     "ColumnError",
+    "CompactResult",
     "DedupResult",
     "EmbedConfig",
     "EmbedMetrics",
@@ -52,15 +61,19 @@ __all__ = [
     "EnrichResult",
     "ModelSourceError",
     "OptionError",
+    "OutputBusyError",
     "RoleError",
+    "Staging",
     "UserSparkError",
     "__version__",
     "cluster",
+    "compact_embeddings",
     "current_embeddings",
     "decode_float16",
     "dedup",
     "embed_udf",
     "enrich",
     "similarity_join",
+    "staging",
     "with_embeddings",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "EmbeddingError",
     "ModelSourceError",
     "OptionError",
+    "OutputBusyError",
     "RoleError",
     "UserSparkError",
     "check_choice",
@@ -40,6 +41,10 @@ class ModelSourceError(UserSparkError):
 
 class OptionError(UserSparkError):
     """An option has a value outside its allowed range or set."""
+
+
+class OutputBusyError(UserSparkError):
+    """Another run is writing to the same output."""
 
 
 class EmbeddingError(RuntimeError):

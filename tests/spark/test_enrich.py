@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 from conftest import prose_sentences
 
-from user_spark import ColumnError, EmbedMetrics, OptionError, current_embeddings, enrich, with_embeddings
+from user_spark import (
+    ColumnError,
+    EmbedMetrics,
+    OptionError,
+    OutputBusyError,
+    compact_embeddings,
+    current_embeddings,
+    enrich,
+    with_embeddings,
+)
 from user_spark.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,6 +52,8 @@ def test_rerun_embeds_nothing_and_appended_rows_exactly_once(spark, tiny_model, 
     out = tmp_path / "emb"
     first, rows = run(spark, frame(spark, range(30)), out, tiny_model, commit_rows=8)
     assert (first.rows_embedded, rows, len(first.batches)) == (30, 30, 4)
+    sizes = read(out).groupby("batch", observed=True).size()
+    assert sorted(sizes.tolist()) == [6, 8, 8, 8]  # exact batches: full ones and the rest, none empty
 
     again, rows = run(spark, frame(spark, range(30)), out, tiny_model, commit_rows=8)
     assert (again.rows_embedded, rows, again.batches) == (0, 0, ())
@@ -80,13 +91,99 @@ def test_changed_text_is_embedded_again_and_current_embeddings_follows_the_input
     assert res.rows_embedded == 0
 
 
-def test_output_records_model_revision_role_and_dimension(spark, tiny_model, tmp_path):
+def test_output_records_model_revision_role_dimension_and_precision(spark, tiny_model, tmp_path):
     out = tmp_path / "emb"
     res, _ = run(spark, frame(spark, range(6)), out, tiny_model)
     meta = spark.read.parquet(str(out)).schema["text_embedding"].metadata["user_spark"]
     assert meta["role"] == "passage" and meta["prompt"] == "passage: " and meta["dimension"] == 64
     assert meta["revision"] == res.model_revision and res.model_revision.startswith("sha256:")
     assert meta["model"] == tiny_model and meta["storage"] == "float32" and meta["normalized"] is True
+    assert (meta["precision"], meta["device"]) == res.precision == ("float32", "cpu")
+
+
+def test_a_run_in_another_precision_is_refused_before_embedding(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(6)), out, tiny_model, precision="fp32")
+    metrics = EmbedMetrics.create(spark)
+    refused = r"precision: 'float32' in the output, 'int8' now.*embedded in float32 on cpu"
+    with pytest.raises(OptionError, match=refused):
+        enrich(frame(spark, range(9)), str(out), id_col="id", columns={"text": "passage"}, model=tiny_model,
+               precision="int8", metrics=metrics)
+    assert metrics.as_dict()["rows"] == 0
+    res, rows = run(spark, frame(spark, range(9)), out, tiny_model, precision="auto")  # auto is fp32 on CPU
+    assert (res.rows_embedded, rows) == (3, 3)
+
+
+def test_a_second_run_on_the_same_output_refuses_while_the_first_holds_its_claim(spark, tiny_model, tmp_path):
+    import json
+    import socket
+
+    from user_spark.pipelines.claims import CLAIMS_FOLDER
+
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(4)), out, tiny_model)
+    claims = out / CLAIMS_FOLDER
+    assert not claims.exists() or not list(claims.iterdir())  # a finished run leaves no claim
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (claims / "20261201T000000Z-other.json").parent.mkdir(exist_ok=True)
+        (claims / "20261201T000000Z-other.json").write_text(
+            json.dumps({"run": "other", "host": socket.gethostname(), "pid": live.pid}))
+        with pytest.raises(OutputBusyError, match=r"Another run is writing to .*20261201T000000Z-other\.json"):
+            run(spark, frame(spark, range(8)), out, tiny_model)
+        assert [p.name for p in claims.iterdir()] == ["20261201T000000Z-other.json"]  # it took its own claim back
+    finally:
+        live.kill()
+        live.wait()
+    # the other process is gone: its claim is stale, and the next run goes ahead
+    res, rows = run(spark, frame(spark, range(8)), out, tiny_model)
+    assert (res.rows_embedded, rows) == (4, 4) and not list(claims.iterdir())
+
+
+def test_two_runs_at_once_one_embeds_and_the_other_refuses(spark, tiny_model, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(2)), out, tiny_model)  # the model loaded, the output started
+
+    def attempt(_):
+        try:
+            return run(spark, frame(spark, range(40)), out, tiny_model, commit_rows=5)[0].rows_embedded
+        except OutputBusyError:
+            return "busy"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(attempt, range(2)))
+    # never both (each claims before it looks for the other); both refuse only if they start together
+    assert outcomes.count(38) <= 1 and "busy" in outcomes and set(outcomes) <= {38, "busy"}
+    got = read(out)
+    assert got["id"].is_unique and len(got) == (40 if 38 in outcomes else 2)
+
+
+def test_compaction_keeps_the_current_version_of_each_id(spark, tiny_model, tmp_path):
+    out = tmp_path / "emb"
+    run(spark, frame(spark, range(10)), out, tiny_model, commit_rows=4)
+    run(spark, frame(spark, range(10), texts={3: TEXTS[60], 5: TEXTS[61]}), out, tiny_model)
+    # id 3 changes back to its first text (embedded in the first run, not the latest batch)
+    now = frame(spark, range(10), texts={5: TEXTS[61]})
+    assert run(spark, now, out, tiny_model)[0].rows_embedded == 0
+    assert spark.read.parquet(str(out)).count() == 12
+    res = compact_embeddings(now, str(out), id_col="id", columns=["text"])
+    assert (res.rows_before, res.rows_after, res.batches_replaced) == (12, 10, 4)
+    got = read(out)
+    assert got["id"].tolist() == list(range(10)) and got["batch"].nunique() == 1
+    want = reference(spark, now, tiny_model)
+    pairs = zip(got["id"], got["text_embedding"], strict=True)
+    assert max(np.abs(np.array(v) - want[i]).max() for i, v in pairs) < 1e-5
+    meta = spark.read.parquet(str(out)).schema["text_embedding"].metadata["user_spark"]
+    assert meta["role"] == "passage" and meta["precision"] == "float32"
+    assert run(spark, now, out, tiny_model)[0].rows_embedded == 0  # nothing lost
+
+
+def test_the_staged_backlog_is_deleted_at_the_end(spark, tiny_model, tmp_path):
+    out, staged = tmp_path / "emb", tmp_path / "staging"
+    run(spark, frame(spark, range(12)), out, tiny_model, commit_rows=5, checkpoint_dir=str(staged))
+    assert staged.exists() and not list(staged.iterdir())
 
 
 def test_float16_storage_halves_the_bytes(spark, tiny_model, tmp_path):
@@ -227,6 +324,8 @@ def test_killed_driver_then_rerun_resumes_without_redoing_committed_batches(spar
         cmd, env=dict(env, USER_SPARK_TEST_FAULT=str(faults)), capture_output=True, text=True, timeout=300
     )
     assert crashed.returncode != 0 and (faults / "kill-executor.fired").exists(), crashed.stderr[-3000:]
+    # a first run into a new output looks before it reads: no FileNotFoundException stack in the log
+    assert "FileNotFoundException" not in crashed.stderr and "PATH_NOT_FOUND" not in crashed.stderr
     committed = read(out)
     assert committed["batch"].nunique() == 1 and 0 < len(committed) < 40
     assert any((out / d / "_temporary").exists() for d in os.listdir(out))  # the batch in flight left only this
@@ -236,6 +335,10 @@ def test_killed_driver_then_rerun_resumes_without_redoing_committed_batches(spar
     assert f"user-spark enrich: {40 - len(committed)} new rows embedded" in resumed.stdout
     final = read(out)
     assert final["id"].tolist() == list(range(40))
+    # the resumed run's batches are exact: full ones of --commit-rows and the rest, none empty
+    resumed_sizes = final[~final["batch"].isin(committed["batch"])].groupby("batch", observed=True).size().tolist()
+    left = 40 - len(committed)
+    assert sorted(resumed_sizes) == sorted([10] * (left // 10) + ([left % 10] if left % 10 else []))
     # The same vectors as an undisturbed embedding of the same rows.
     want = reference(spark, frame(spark, range(40)), tiny_model)
     assert (

@@ -72,6 +72,7 @@ def test_ivf_default_settings_reach_recall_on_clustered_data(spark):
     out = similarity_join(ldf, rdf, left_id_col="id", left_embedding_col="e", right_embedding_col="e", k=10,
                           method="ivf").toPandas()
     ref = brute_topk(left, list(range(60)), right, list(range(1500)), 10)
+    assert len(out) == 600
     got = out.groupby("id")["id_right"].apply(set)
     recall = np.mean([len(got.get(i, set()) & {r for r, _ in ref[i]}) / 10 for i in range(60)])
     assert recall >= 0.95
@@ -79,6 +80,101 @@ def test_ivf_default_settings_reach_recall_on_clustered_data(spark):
                           method="ivf", nlist=30, nprobe=1).toPandas()
     assert len(few) <= 600  # one list probed: an approximation, yet every row gets candidates
     assert few.groupby("id").size().min() >= 1
+
+
+def ivf_reference(right_df, left, lids, right, rids, k, nlist, nprobe, exclude_self=False):
+    """IVF in numpy with the lists user_spark trains (the same sample, the same k-means), searched by brute
+    force within each row's probed lists."""
+    from pyspark.sql import functions as F
+
+    from user_spark.ops.blocks import unit_rows
+    from user_spark.ops.kmeans import train
+    from user_spark.pipelines.kmeans import sample_vectors
+
+    vecs = right_df.select(F.col("id").alias("_id"), F.col("e").alias("_vec"))
+    _, sample = sample_vectors(vecs, len(rids), seed=0)
+    centroids = train(sample, nlist, seed=0, restarts=1, max_iter=25, two_level_from=1024).centroids
+    own = dict(zip(rids, centroids.nearest(unit_rows(right), 1)[0][:, 0].tolist(), strict=True))
+    probes = centroids.nearest(unit_rows(left), nprobe)[0]
+    sims = unit_rows(left) @ unit_rows(right).T
+    out = {}
+    for i, lid in enumerate(lids):
+        cand = [(-sims[i, j], rids[j]) for j in range(len(rids))
+                if own[rids[j]] in probes[i] and not (exclude_self and rids[j] == lid)]
+        out[lid] = [(r, -s) for s, r in sorted(cand)[:k]]
+    return out
+
+
+@pytest.mark.parametrize("block_rows", [None, 40])
+def test_ivf_equals_a_numpy_ivf_with_the_same_lists_in_one_or_many_shards(spark, block_rows):
+    rng = np.random.default_rng(5)
+    centers = unit(rng.standard_normal((8, 16)))
+    x = unit(centers[rng.integers(0, 8, 300)] + 0.6 * rng.standard_normal((300, 16)) / 4).astype(np.float32)
+    ids = [7 * i + 3 for i in range(300)]
+    df = spark.createDataFrame([(ids[i], x[i].tolist()) for i in range(300)], "id long, e array<float>").repartition(3)
+    out = similarity_join(df, left_id_col="id", left_embedding_col="e", k=4, method="ivf", nlist=12, nprobe=3,
+                          block_rows=block_rows).toPandas()
+    check(as_dict(out, "id", "id_right"), ivf_reference(df, x, ids, x, ids, 4, 12, 3, exclude_self=True))
+
+
+def test_float16_vectors_join_like_their_float32_values(spark):
+    from user_spark.embedding.storage import to_python
+
+    rng = np.random.default_rng(6)
+    x = unit(rng.standard_normal((120, 16))).astype(np.float16)
+    half = to_python(x.astype(np.float32), np.ones(120, dtype=bool), "float16")
+    df = spark.createDataFrame([(i, half[i], x[i].astype(np.float32).tolist()) for i in range(120)],
+                               "id long, h binary, e array<float>")
+    for method in ("exact", "ivf"):
+        got = similarity_join(df, left_id_col="id", left_embedding_col="h", k=3, method=method, nlist=6, nprobe=6)
+        want = similarity_join(df, left_id_col="id", left_embedding_col="e", k=3, method=method, nlist=6, nprobe=6)
+        assertDataFrameEqual(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["exact", "ivf"])
+def test_empty_or_all_null_right_side_gives_no_pairs_for_both_methods(spark, sides, method):
+    _, _, _, _, ldf, _ = sides
+    empty = spark.createDataFrame([], "pid long, e array<float>")
+    nulls = spark.createDataFrame([(1, None), (2, None)], "pid long, e array<float>")
+    for right in (empty, nulls):
+        out = similarity_join(ldf, right, left_id_col="qid", right_id_col="pid", left_embedding_col="e",
+                              right_embedding_col="e", method=method)
+        assert out.columns == ["qid", "pid", "score", "rank"] and out.count() == 0
+
+
+def test_sides_of_different_dimensions_are_refused_before_the_join(spark, sides):
+    _, _, _, _, ldf, _ = sides
+    wide = spark.createDataFrame([(1, [0.5] * 24)], "pid long, e array<float>")
+    with pytest.raises(ColumnError, match="left side's vectors have 16 values and the right side's 24"):
+        similarity_join(ldf, wide, left_id_col="qid", right_id_col="pid", left_embedding_col="e",
+                        right_embedding_col="e")
+
+
+def test_small_exact_join_runs_few_spark_jobs(spark, sides):
+    """One aggregate per side (ids unique, vector lengths, counts) and the join itself: adaptive execution
+    runs each shuffle as a job of its own, so 3 + 3 + 2 (the code before tiles ran 16 jobs)."""
+    _, _, _, _, ldf, rdf = sides
+    sc = spark.sparkContext
+    sc.setJobGroup("small-join", "count jobs")
+    try:
+        similarity_join(ldf, rdf, left_id_col="qid", right_id_col="pid", left_embedding_col="e",
+                        right_embedding_col="e", k=3).collect()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    jobs = sc.statusTracker().getJobIdsForGroup("small-join")
+    assert len(jobs) <= 8, jobs
+
+
+def test_tiles_land_one_per_partition_on_spark(spark):
+    from pyspark.sql import functions as F
+
+    from user_spark.ops.tiles import partition_keys
+
+    for n in (2, 3, 7):
+        rows = [(t, k) for t, k in enumerate(partition_keys(n))]
+        df = spark.createDataFrame(rows, "t int, k int").repartition(n, "k")
+        assert {(r.t, r.p) for r in df.select("t", F.spark_partition_id().alias("p")).collect()} == {
+            (t, t) for t in range(n)}
 
 
 def test_join_errors(sides):

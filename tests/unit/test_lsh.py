@@ -1,15 +1,13 @@
-"""Pure numpy logic of the jobs: LSH banding math, block top-k, threshold pairs, IVF lists, text keys."""
+"""Pure numpy logic of the jobs: LSH banding math, threshold pairs, IVF lists, text keys."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from user_spark.ops.blocks import block_topk, sort_by_id, unit_rows
+from user_spark.ops.blocks import sort_by_id, unit_rows
 from user_spark.ops.forest import threshold_pairs
-from user_spark.ops.ivf import default_nlist, default_nprobe, nearest_lists, spherical_kmeans
+from user_spark.ops.ivf import default_nlist, default_nprobe
 from user_spark.ops.lsh import band_keys, candidate_probability, choose_bands, collision_probability, hyperplanes
 from user_spark.ops.textnorm import normalize_text, text_key
 
@@ -61,42 +59,6 @@ def test_band_keys_equal_for_equal_vectors_and_seeded():
         band_keys(x, planes, 4, 10)
 
 
-def brute_topk(lids, left, rids, right, k, min_score=None, exclude=False):
-    out = []
-    scores = left @ right.T
-    for i, lid in enumerate(lids):
-        cand = [
-            (-scores[i, j], rids[j])
-            for j in range(len(rids))
-            if not (exclude and rids[j] == lid) and (min_score is None or scores[i, j] >= min_score)
-        ]
-        out += [(lid, rid, -neg) for neg, rid in sorted(cand)[:k]]
-    return out
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(1, 30),
-    m=st.integers(1, 40),
-    k=st.integers(1, 12),
-    seed=st.integers(0, 10_000),
-    chunk=st.sampled_from([1, 3, 1024]),
-    min_score=st.sampled_from([None, 0.0, 1.0]),
-    exclude=st.booleans(),
-)
-def test_block_topk_equals_brute_force_with_ties_by_id(n, m, k, seed, chunk, min_score, exclude):
-    rng = np.random.default_rng(seed)
-    # small integer vectors: exact dot products (any GEMM order) and many equal scores
-    left = rng.integers(-1, 2, (n, 4)).astype(np.float32)
-    right = rng.integers(-1, 2, (m, 4)).astype(np.float32)
-    lids, left = sort_by_id(rng.permutation(60)[:n], left)
-    rids, right = sort_by_id(rng.permutation(60)[:m], right)
-    got = block_topk(lids, left, rids, right, k, min_score=min_score, exclude_same_id=exclude, chunk_rows=chunk)
-    ref = brute_topk(lids, left, rids, right, k, min_score, exclude)
-    assert [(a, b) for a, b, _ in ref] == list(zip(got[0].tolist(), got[1].tolist(), strict=False))
-    np.testing.assert_allclose(got[2], [s for *_, s in ref], atol=1e-6)
-
-
 def test_threshold_pairs_equal_brute_force():
     rng = np.random.default_rng(4)
     x = unit(rng, 50, 3)  # 3-d: many pairs above 0.9
@@ -111,42 +73,17 @@ def test_threshold_pairs_equal_brute_force():
     assert set(zip(s2.tolist(), d2.tolist(), strict=False)) == ref2
 
 
-def test_string_ids_work_in_block_math():
-    x = unit_rows(np.eye(3, dtype=np.float32))
-    ids, x = sort_by_id(np.array(["c", "a", "b"], dtype=object), x)
-    got = block_topk(ids, x, ids, x, 1, exclude_same_id=True)
-    assert got[0].tolist() == ["a", "b", "c"] and got[2].tolist() == [0.0, 0.0, 0.0]
-    assert got[1].tolist() == ["b", "a", "a"]  # all ties: smallest other id
-
-
 def test_unit_rows_checks_lengths():
     with pytest.raises(ValueError, match=r"different lengths \[2, 3\]"):
         unit_rows([[1.0, 0.0], [1.0, 0.0, 0.0]])
     assert np.allclose(unit_rows([[3.0, 4.0], [0.0, 0.0]]), [[0.6, 0.8], [0.0, 0.0]])
 
 
-def test_spherical_kmeans_recovers_separated_clusters_and_probes():
-    rng = np.random.default_rng(5)
-    centers = unit(rng, 6, 32)
-    labels = rng.integers(0, 6, 600)
-    x = unit_rows(centers[labels] + 0.05 * rng.standard_normal((600, 32)))
-    c = spherical_kmeans(x, 6, seed=1)
-    assigned = (x @ c.T).argmax(axis=1)
-    # same partition up to renaming
-    assert len({(a, b) for a, b in zip(labels, assigned, strict=False)}) == 6
-    assert np.array_equal(spherical_kmeans(x, 6, seed=1), c)
-    probes = nearest_lists(x[:10], c, 3)
-    assert probes.shape == (10, 3) and (probes[:, 0] == assigned[:10]).all()
-    tie = nearest_lists(
-        np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32), 3
-    )
-    assert tie.tolist() == [[2, 0, 1]]
-    assert (
-        default_nlist(10_000) == 100
-        and default_nprobe(100) == 25
-        and default_nprobe(4) == 4
-        and default_nprobe(40) == 16
-    )
+def test_ivf_defaults_grow_the_lists_and_keep_the_probes():
+    # lists grow with the rows (4 sqrt(n), at least 256 rows each), probes stay 16 (all lists when fewer)
+    assert (default_nlist(1500), default_nlist(100_000), default_nlist(10**7), default_nlist(10**12)) == (
+        5, 390, 12649, 65536)
+    assert (default_nprobe(4), default_nprobe(400), default_nprobe(4000)) == (4, 16, 16)
 
 
 def test_text_key_normalises_unicode_case_and_spaces():
@@ -213,3 +150,30 @@ def components(pairs) -> dict:
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     return {n: find(n) for n in parent}
+
+
+def test_shards_group_neighbouring_lists_and_stay_balanced():
+    from user_spark.ops.ivf import shard_lists
+
+    rng = np.random.default_rng(3)
+    topics = unit(rng, 4, 32)
+    centroids = unit_rows(np.repeat(topics, 25, axis=0) + 0.05 * rng.standard_normal((100, 32)))
+    weights = rng.integers(50, 150, 100)
+    shards = shard_lists(centroids, weights, 4, seed=1)
+    load = np.bincount(shards, weights=weights, minlength=4)
+    assert load.max() <= 1.15 * weights.sum() / 4 + weights.max()
+    # the lists of one topic mostly share a shard
+    same = [np.bincount(shards[t * 25 : (t + 1) * 25]).max() for t in range(4)]
+    assert min(same) >= 20
+    assert shard_lists(centroids, weights, 1).tolist() == [0] * 100
+
+
+def test_route_probes_sends_one_copy_per_shard_with_its_lists():
+    from user_spark.ops.ivf import route_probes
+
+    shard_of = np.array([0, 1, 1, 0, 2])
+    lists = np.array([[4, 1, 2], [0, 3, 1]])
+    rows, shards, offsets, probes = route_probes(lists, shard_of)
+    pairs = enumerate(zip(rows.tolist(), shards.tolist(), strict=True))
+    copies = {(r, s): probes[offsets[i] : offsets[i + 1]].tolist() for i, (r, s) in pairs}
+    assert copies == {(0, 1): [1, 2], (0, 2): [4], (1, 0): [0, 3], (1, 1): [1]}

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from user_spark.cli.flags import (
+    add_checkpoint_argument,
     add_embedding_arguments,
     check_model_early,
     embed_options,
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rows per committed batch; a crash loses at most one batch (default: %(default)s)")
     parser.add_argument("--partitions", type=positive_int,
                         help="tasks per batch (default: Spark's default parallelism)")
+    parser.add_argument("--compact", action="store_true",
+                        help="afterwards, rewrite the output with one row per id (old versions of changed rows go)")
+    add_checkpoint_argument(parser)
     add_embedding_arguments(parser, writes=True)
     add_spark_arguments(parser)
     return parser
@@ -57,10 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _summary(res: EnrichResult, columns: int, seconds: float, output: str) -> str:
     counts = res.metrics
     tokens = "" if counts["tokens"] is None else f", {counts['tokens']} tokens, {counts['truncated']} truncated"
+    compacted = "" if res.compacted is None else (
+        f"; compacted {res.compacted.rows_before} rows to {res.compacted.rows_after}")
     return (
         f"user-spark enrich: {res.rows_embedded} new rows embedded ({columns} column(s)) in "
         f"{len(res.batches)} batch(es){tokens}; {seconds:.1f} s, "
-        f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision} -> {output}"
+        f"{res.rows_embedded / seconds if seconds else 0:.1f} rows/s; model revision {res.model_revision}, "
+        f"{res.precision[0]} on {res.precision[1]}{compacted} -> {output}"
     )
 
 
@@ -78,7 +85,7 @@ def _main(args: argparse.Namespace) -> int:
         res = enrich(
             df, args.output, id_col=args.id_col, columns=columns, output_format=args.output_format,
             commit_rows=args.commit_rows, partitions=args.partitions, embed_options=options,
-            metrics=EmbedMetrics.create(spark),
+            metrics=EmbedMetrics.create(spark), checkpoint_dir=args.checkpoint_dir, compact=args.compact,
         )
         print(_summary(res, len(columns), time.perf_counter() - start, args.output))
         return 0

@@ -23,6 +23,7 @@ from user_spark.model.spec import read_model_spec
 from user_spark.runtime.settings import PRECISIONS, check_device_request
 
 __all__ = [
+    "add_checkpoint_argument",
     "add_embedding_arguments",
     "add_vector_arguments",
     "check_model_early",
@@ -50,6 +51,15 @@ def _device(text: str) -> str:
         return check_device_request(text)
     except OptionError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint-dir``: where a job stages what it must not lose (embeddings, rows to embed)."""
+    parser.add_argument(
+        "--checkpoint-dir",
+        help="folder every executor reads, for intermediates that must survive a lost executor (default: "
+        "spark.checkpoint.dir, else _user_spark_staging next to the output); deleted at the end",
+    )
 
 
 def add_embedding_arguments(parser: argparse.ArgumentParser, *, writes: bool = False) -> None:

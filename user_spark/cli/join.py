@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from user_spark.cli.flags import (
+    add_checkpoint_argument,
     add_embedding_arguments,
     add_vector_arguments,
     check_model_early,
@@ -36,6 +37,7 @@ from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import OptionError
 from user_spark.pipelines.join import Method, similarity_join
+from user_spark.pipelines.staging import Staging, staging
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -58,8 +60,9 @@ class JoinJobConfig:
     method: Method = "exact"
     nlist: int | None = None
     nprobe: int | None = None
-    block_rows: int = 8192
+    block_rows: int | None = None
     input_format: str = "auto"
+    checkpoint_dir: str | None = None
     embed: EmbedOptions = field(default_factory=EmbedOptions)
 
     def __post_init__(self) -> None:
@@ -67,7 +70,9 @@ class JoinJobConfig:
             raise OptionError("--right-* columns need --right (without --right, --left is joined with itself)")
 
 
-def run(spark: SparkSession, config: JoinJobConfig, metrics: EmbedMetrics | None = None) -> DataFrame:
+def run(spark: SparkSession, config: JoinJobConfig, metrics: EmbedMetrics | None = None,
+        staging: Staging | None = None) -> DataFrame:
+    """The pairs, lazily; embedded text is staged under ``staging`` (or ``config.checkpoint_dir``)."""
     left = read_input(spark, config.left, config.input_format)
     right = read_input(spark, config.right, config.input_format) if config.right else None
     return similarity_join(
@@ -76,6 +81,7 @@ def run(spark: SparkSession, config: JoinJobConfig, metrics: EmbedMetrics | None
         left_embedding_col=config.left_embedding_col, right_embedding_col=config.right_embedding_col,
         k=config.k, min_score=config.min_score, method=config.method, nlist=config.nlist, nprobe=config.nprobe,
         block_rows=config.block_rows, embed_options=config.embed, metrics=metrics,
+        checkpoint_dir=staging or config.checkpoint_dir,
     )
 
 
@@ -95,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=positive_int, default=10, help="matches per left row (default: %(default)s)")
     parser.add_argument("--min-score", type=float, help="leave out matches below this cosine")
     parser.add_argument("--method", choices=("exact", "ivf"), default="exact")
-    parser.add_argument("--nlist", type=positive_int, help="IVF lists (default: about sqrt(right rows))")
-    parser.add_argument("--nprobe", type=positive_int,
-                        help="IVF lists probed per left row (default: max(16, nlist/4))")
-    parser.add_argument("--block-rows", type=positive_int, default=8192, help="rows per block (default: %(default)s)")
+    parser.add_argument("--nlist", type=positive_int,
+                        help="IVF lists (default: 4 sqrt(right rows), at least 256 rows a list)")
+    parser.add_argument("--nprobe", type=positive_int, help="IVF lists probed per left row (default: 16)")
+    parser.add_argument("--block-rows", type=positive_int,
+                        help="most right rows one task holds (default: 256 MiB of float32 vectors)")
+    add_checkpoint_argument(parser)
     add_embedding_arguments(parser)
     add_spark_arguments(parser)
     return parser
@@ -111,14 +119,17 @@ def _main(args: argparse.Namespace) -> int:
         left_embedding_col=args.left_embedding_col, right_embedding_col=args.right_embedding_col,
         k=args.k, min_score=args.min_score, method=args.method, nlist=args.nlist, nprobe=args.nprobe,
         block_rows=args.block_rows, input_format=args.input_format, embed=embed_options(args),
+        checkpoint_dir=args.checkpoint_dir,
     )
     preflight(args, [p for p in (args.left, args.right) if p], [args.output])
     if args.left_embedding_col is None or (args.right and args.right_embedding_col is None):
         check_model_early(config.embed, ["query", "passage"] if args.right else ["query"])
-    with job_session("user-spark join", args) as spark:
+    with job_session("user-spark join", args) as spark, staging(
+        spark, args.checkpoint_dir, output=args.output, job="join"
+    ) as staged:
         start = time.perf_counter()
         metrics = EmbedMetrics.create(spark)
-        write_parquet(run(spark, config, metrics), args.output, args.mode)
+        write_parquet(run(spark, config, metrics, staged), args.output, args.mode)
         seconds = time.perf_counter() - start
         print(f"user-spark join: {config.method}, k={config.k}{embedded_counts(metrics, seconds)}; {seconds:.1f} s "
               f"-> {args.output}")

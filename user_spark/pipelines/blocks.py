@@ -1,12 +1,12 @@
-"""Blocked similarity on Spark: top-k between two sides, and pairs above a threshold inside buckets.
+"""Blocked similarity on Spark: pairs above a threshold inside buckets (top-k joins:
+:mod:`user_spark.pipelines.knn`).
 
-Both work on frames of ``(_id, _vec, _bucket)`` rows. A bucket holding more than ``block_rows`` rows on a side
+It works on frames of ``(_id, _vec, _bucket)`` rows. A bucket holding more than ``block_rows`` rows on a side
 is cut into sub-blocks by a hash of the id; every (left sub-block, right sub-block) pair of a bucket is one
 block, so a block holds at most about ``2 x block_rows`` vectors and its GEMM runs in chunks
 (:mod:`user_spark.ops.blocks`). Rows are copied once per sub-block of the other side, never once per row: there
 is no exploded N x M frame. Which rows meet in a block depends only on ids and counts, never on partitioning,
-and top-k blocks sort their rows by id (ties go to the smaller id), so results do not depend on partitioning
-either. The top-k join has few, large blocks: one grouped pandas UDF call each. Dedup's buckets are many and
+and blocks sort their rows by id, so results do not depend on partitioning either. Dedup's buckets are many and
 small: they stream through an Arrow UDF, many blocks per call.
 """
 
@@ -19,12 +19,10 @@ from user_spark.pipelines.frames import one_row, shuffle_partitions_setting
 from user_spark.pipelines.vectors import ID, VEC
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
-__all__ = ["BUCKET", "bucket_pairs", "merge_topk", "topk_join"]
+__all__ = ["BUCKET", "bucket_pairs"]
 
 BUCKET = "_bucket"
 _LSUB, _RSUB, _NL, _NR = "_lsub", "_rsub", "_nl", "_nr"
@@ -62,97 +60,6 @@ def _sub(block_count: Column, salt: int) -> Column:
     from pyspark.sql import functions as F
 
     return F.pmod(F.xxhash64(F.col(ID), F.lit(salt)), block_count).cast("int")
-
-
-def _stack(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    import numpy as np
-
-    from user_spark.ops.blocks import sort_by_id, unit_rows
-
-    ids, vecs = sort_by_id(pdf[ID].to_numpy(), unit_rows(pdf[VEC].tolist()))
-    return np.asarray(ids), vecs
-
-
-def topk_join(
-    left: DataFrame,
-    right: DataFrame,
-    *,
-    k: int,
-    min_score: float | None,
-    exclude_same_id: bool,
-    block_rows: int,
-    left_id_type: DataType,
-    right_id_type: DataType,
-) -> DataFrame:
-    """``(_lid, _rid, _score)``: for each left row, its best ``k`` right rows within each bucket it belongs to.
-
-    ``left`` and ``right`` hold ``(_id, _vec, _bucket)``; a left row may appear in several buckets (IVF probes)
-    and every right row in exactly one, so no pair is produced twice. Merge with :func:`merge_topk`.
-    """
-    import pandas as pd
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import FloatType, StructField, StructType
-
-    lc = left.groupBy(BUCKET).agg(F.count(F.lit(1)).alias(_NL))
-    rc = right.groupBy(BUCKET).agg(F.count(F.lit(1)).alias(_NR))
-    sizes = lc.join(rc, BUCKET).select(
-        BUCKET, _blocks(F.col(_NL), block_rows).alias(_NL), _blocks(F.col(_NR), block_rows).alias(_NR)
-    )
-    lx = (
-        left.join(F.broadcast(sizes), BUCKET)
-        .withColumn(_LSUB, _sub(F.col(_NL), 1))
-        .withColumn(_RSUB, F.explode(F.sequence(F.lit(0), F.col(_NR) - 1)))
-        .select(BUCKET, _LSUB, _RSUB, ID, VEC)
-    )
-    rx = (
-        right.join(F.broadcast(sizes), BUCKET)
-        .withColumn(_RSUB, _sub(F.col(_NR), 2))
-        .withColumn(_LSUB, F.explode(F.sequence(F.lit(0), F.col(_NL) - 1)))
-        .select(BUCKET, _LSUB, _RSUB, ID, VEC)
-    )
-    schema = StructType([
-        StructField("_lid", left_id_type, False),
-        StructField("_rid", right_id_type, False),
-        StructField("_score", FloatType(), False),
-    ])
-
-    def pair_topk(lpdf: pd.DataFrame, rpdf: pd.DataFrame) -> pd.DataFrame:
-        import numpy as np
-
-        from user_spark.ops.blocks import block_topk
-
-        if lpdf.empty or rpdf.empty:
-            empty: pd.DataFrame = pd.DataFrame({"_lid": lpdf[ID][:0], "_rid": rpdf[ID][:0]})
-            empty["_score"] = np.zeros(0, dtype=np.float32)
-            return empty
-        lids, lvecs = _stack(lpdf)
-        rids, rvecs = _stack(rpdf)
-        a, b, s = block_topk(lids, lvecs, rids, rvecs, k, min_score=min_score, exclude_same_id=exclude_same_id)
-        found: pd.DataFrame = pd.DataFrame({"_lid": a, "_rid": b, "_score": s})
-        return found
-
-    keys = [BUCKET, _LSUB, _RSUB]
-    return lx.groupBy(*keys).cogroup(rx.groupBy(*keys)).applyInPandas(pair_topk, schema)
-
-
-def merge_topk(candidates: DataFrame, k: int, left_name: str, right_name: str) -> DataFrame:
-    """Keep each left id's ``k`` best candidates across blocks: ``(left_name, right_name, score, rank)``.
-
-    Ties in score go to the smaller right id; memory per left id is bounded by (blocks x k) candidates.
-    """
-    from pyspark.sql import functions as F
-
-    best = candidates.groupBy("_lid").agg(
-        F.slice(
-            F.sort_array(F.collect_list(F.struct((-F.col("_score")).alias("neg"), F.col("_rid").alias("rid")))), 1, k
-        ).alias("_best")
-    )
-    return best.select(F.col("_lid").alias(left_name), F.posexplode("_best").alias("_pos", "_c")).select(
-        left_name,
-        F.col("_c.rid").alias(right_name),
-        (-F.col("_c.neg")).cast("float").alias("score"),
-        (F.col("_pos") + 1).cast("int").alias("rank"),
-    )
 
 
 def bucket_pairs(

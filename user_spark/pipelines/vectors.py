@@ -9,24 +9,30 @@ checkpointed once so later passes (counts, several joins) do not run the model a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from user_spark.embedding.columns import check_text_column, column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions
 from user_spark.errors import ColumnError, OptionError
+from user_spark.pipelines.frames import one_row
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
+
+    from user_spark.pipelines.staging import Staging
 
 __all__ = [
     "ID",
     "VEC",
+    "SideStats",
     "check_embedding_column",
     "check_id_column",
     "check_unique_ids",
     "hash_sample",
     "require_vectors",
+    "side_stats",
     "vector_frame",
 ]
 
@@ -51,6 +57,23 @@ def check_id_column(df: DataFrame, id_col: str) -> None:
         )
 
 
+def _refuse_duplicate_ids(per_id: DataFrame, id_col: str, what: str) -> None:
+    """Raise :class:`ColumnError` naming up to three repeated (or null) ids of ``per_id`` = ``(_id, count)``."""
+    from pyspark.sql import functions as F
+
+    dup = (
+        per_id.where((F.col("count") > 1) | F.col("_id").isNull())
+        .orderBy(F.col("_id").asc_nulls_first())
+        .limit(3)
+        .collect()
+    )
+    shown = ", ".join(f"{r[0]!r} ({r[1]} rows)" for r in dup)
+    raise ColumnError(
+        f"Id column {id_col!r} of the {what} must be unique and not null; found {shown}. "
+        f"Deduplicate ids first or add a unique id: df.withColumn('row_id', F.monotonically_increasing_id())"
+    )
+
+
 def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> int:
     """Raise :class:`ColumnError` if ``id_col`` has nulls or repeats; else return the row count.
 
@@ -66,17 +89,7 @@ def check_unique_ids(df: DataFrame, id_col: str, what: str = "input") -> int:
     ).first()
     assert stats is not None
     if (stats["most"] or 0) > 1 or stats["nulls"]:
-        dup = (
-            per_id.where((F.col("count") > 1) | F.col("_id").isNull())
-            .orderBy(F.col("_id").asc_nulls_first())
-            .limit(3)
-            .collect()
-        )
-        shown = ", ".join(f"{r[0]!r} ({r[1]} rows)" for r in dup)
-        raise ColumnError(
-            f"Id column {id_col!r} of the {what} must be unique and not null; found {shown}. "
-            f"Deduplicate ids first or add a unique id: df.withColumn('row_id', F.monotonically_increasing_id())"
-        )
+        _refuse_duplicate_ids(per_id, id_col, what)
     return int(stats["rows"] or 0)
 
 
@@ -101,9 +114,21 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
         )
     if not check_lengths:
         return None
-    size = F.length(name) if half else F.size(name)  # float16: bytes, 2 per value
+    size = _vector_size(df, name)
     row = df.where(F.col(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
-    lo, hi = (row["lo"], row["hi"]) if row else (None, None)
+    return _vector_length(name, half, *((row["lo"], row["hi"]) if row else (None, None)))
+
+
+def _vector_size(df: DataFrame, name: str) -> Column:
+    """The stored size of each vector: values, or bytes for float16 (``binary``)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType
+
+    return F.length(column(name)) if isinstance(df.schema[name].dataType, BinaryType) else F.size(column(name))
+
+
+def _vector_length(name: str, half: bool, lo: int | None, hi: int | None) -> int | None:
+    """The vector length from the smallest and largest stored sizes; raise unless all are equal and valid."""
     if lo is None or hi is None:
         return None
     unit = " bytes" if half else ""
@@ -142,6 +167,49 @@ def hash_sample(df: DataFrame, col: str, fraction: float, seed: int) -> DataFram
     return df.where(F.pmod(F.xxhash64(F.col(col), F.lit(seed)), F.lit(buckets)) < int(fraction * buckets))
 
 
+@dataclass(frozen=True)
+class SideStats:
+    """What one aggregate over an input learned: its rows, the rows with a vector, and the vector length
+    (``None`` without an embedding column, or when every vector is null)."""
+
+    rows: int
+    vectors: int
+    dim: int | None
+
+
+def side_stats(df: DataFrame, id_col: str, *, embedding_col: str | None = None, check_ids: bool = True,
+               what: str = "input") -> SideStats:
+    """Row count, vector count and vector length of ``df`` in one job, checking on the way that ids are unique
+    and not null (``check_ids``) and that the vectors of ``embedding_col`` are equally long.
+
+    Raises:
+        ColumnError: repeated or null ids; vectors of different lengths, empty, or odd float16 buffers.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType
+
+    vec = [] if embedding_col is None else [
+        F.min(_vector_size(df, embedding_col)).alias("lo"), F.max(_vector_size(df, embedding_col)).alias("hi"),
+        F.count(column(embedding_col)).alias("nv"),
+    ]
+    if check_ids:
+        per_id = df.groupBy(column(id_col).alias("_id")).agg(F.count(F.lit(1)).alias("count"), *vec)
+        totals = [F.sum("count").alias("rows"), F.max("count").alias("most"),
+                  F.count(F.when(F.col("_id").isNull(), 1)).alias("nulls")]
+        if vec:
+            totals += [F.min("lo").alias("lo"), F.max("hi").alias("hi"), F.sum("nv").alias("nv")]
+        stats = one_row(per_id.agg(*totals))
+        if (stats["most"] or 0) > 1 or stats["nulls"]:
+            _refuse_duplicate_ids(per_id.select("_id", "count"), id_col, what)
+    else:
+        stats = one_row(df.agg(F.count(F.lit(1)).alias("rows"), *vec))
+    rows = int(stats["rows"] or 0)
+    if embedding_col is None:
+        return SideStats(rows, rows, None)
+    half = isinstance(df.schema[embedding_col].dataType, BinaryType)
+    return SideStats(rows, int(stats["nv"] or 0), _vector_length(embedding_col, half, stats["lo"], stats["hi"]))
+
+
 def vector_frame(
     df: DataFrame,
     id_col: str,
@@ -151,11 +219,15 @@ def vector_frame(
     options: EmbedOptions,
     metrics: EmbedMetrics | None = None,
     check_lengths: bool = True,
+    staging: Staging | None = None,
+    keep_float16: bool = False,
 ) -> DataFrame:
     """``(_id, _vec)`` for the rows of ``df`` with a vector: ``embedding_col`` when given, else ``text_col``
     embedded with ``options`` (in ``options.role``).
 
-    Embedding runs once: the embedded frame is checkpointed (on executors, lineage cut) before it is returned.
+    Embedding runs once: the embedded frame is staged as Parquet by ``staging`` (durable: a lost executor does
+    not lose it, :mod:`user_spark.pipelines.staging`), or without one checkpointed locally (lineage cut, blocks
+    on the executors). ``keep_float16``: a float16 (``binary``) column stays binary, half the bytes to move.
     """
     from pyspark.sql import functions as F
 
@@ -166,8 +238,12 @@ def vector_frame(
 
         check_embedding_column(df, embedding_col, check_lengths=check_lengths)
         half = isinstance(df.schema[embedding_col].dataType, BinaryType)
-        vectors = decode_float16(F.col(embedding_col)) if half else F.col(embedding_col).cast("array<float>")
-        source = df.select(F.col(id_col).alias(ID), vectors.alias(VEC))
+        source_col = column(embedding_col)
+        if half:
+            vectors = source_col if keep_float16 else decode_float16(source_col)
+        else:
+            vectors = source_col.cast("array<float>")
+        source = df.select(column(id_col).alias(ID), vectors.alias(VEC))
         return source.where(F.col(VEC).isNotNull())
     assert text_col is not None
     check_text_column(df, text_col)
@@ -175,11 +251,17 @@ def vector_frame(
 
     out_name = "__user_spark_embedding"
     embedded = with_embeddings(
-        df.select(id_col, text_col), {text_col: options.role}, options=options, output_columns={text_col: out_name},
-        metrics=metrics,
+        df.select(column(id_col).alias(ID), column(text_col).alias("_text")), {"_text": options.role},
+        options=options, output_columns={"_text": out_name}, metrics=metrics,
     )
-    frame = embedded.select(F.col(id_col).alias(ID), F.col(out_name).alias(VEC))
-    logger.info("embedding %r in role %r (checkpointed once, reused by every pass)", text_col, options.role)
-    # Null vectors are dropped after the checkpoint, not before: the optimizer would copy the UDF into a filter
+    frame = embedded.select(ID, F.col(out_name).alias(VEC))
+    logger.info("embedding %r in role %r (staged once, reused by every pass)", text_col, options.role)
+    # Null vectors are dropped after staging, not before: the optimizer would copy the UDF into a filter
     # on its own output and run the model twice (measured: 60 texts embedded for 30 rows).
-    return frame.localCheckpoint(eager=True).where(F.col(VEC).isNotNull())
+    if staging is not None:
+        kept = staging.stage(frame, f"embeddings-{options.role}-{text_col}")
+    else:
+        from user_spark.pipelines.staging import local_checkpoint
+
+        kept = local_checkpoint(frame)
+    return kept.where(F.col(VEC).isNotNull())
