@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import needs_arrow_udf, sentence_transformers_reference
+from jobgroup import jobs_started
 from pyspark.errors import PythonException
 
 from user_spark import ColumnError, ModelSourceError, OptionError, RoleError, embed_udf, with_embeddings
@@ -212,15 +213,6 @@ def test_metrics_are_complete_after_actions_that_read_every_embedded_row(spark, 
     assert 0 <= udf.metrics.rows <= len(ru_texts)
 
 
-def _run_in_job_group(spark, action):
-    sc = spark.sparkContext
-    sc.setJobGroup("user_spark_check", "driver-side validation")
-    try:
-        action()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-
-
 @pytest.mark.parametrize(
     ("columns", "error", "message"),
     [
@@ -236,9 +228,9 @@ def _run_in_job_group(spark, action):
 )
 def test_bad_columns_and_roles_fail_on_the_driver_before_any_job(spark, tiny_model, columns, error, message):
     df = spark.createDataFrame([(1, "текст", 5)], "id long, text string, n long")
-    with pytest.raises(error, match=message):
-        _run_in_job_group(spark, lambda: with_embeddings(df, columns, model=tiny_model))
-    assert spark.sparkContext.statusTracker().getJobIdsForGroup("user_spark_check") == []
+    with pytest.raises(error, match=message), jobs_started(spark) as jobs:
+        with_embeddings(df, columns, model=tiny_model)
+    assert jobs == []
 
 
 def test_existing_output_column_is_not_overwritten(spark, tiny_model):

@@ -61,7 +61,7 @@ def with_embeddings(
     df: DataFrame,
     columns: Mapping[str, str | Column] | Sequence[str],
     *,
-    options: EmbedOptions | None = None,
+    options: EmbedOptions | EmbedConfig | None = None,
     suffix: str = "_embedding",
     output_columns: Mapping[str, str] | None = None,
     metrics: EmbedMetrics | None = None,
@@ -73,7 +73,9 @@ def with_embeddings(
         df: the DataFrame.
         columns: text column -> role (``"query"``, ``"passage"``, ...) or a Column holding each row's role
             (null there means ``options.role``); a plain list of names embeds them all with the role ``query``.
-        options: the :class:`EmbedOptions` (model, batching, device, precision, storage, ...).
+        options: the :class:`EmbedOptions` (model, batching, device, precision, storage, ...), or an embedding
+            already prepared from them (:func:`~user_spark.embedding.udf.prepare_embedding`: model fetched, spec
+            read), which ``**kwargs`` may not change.
         suffix: output column name = text column name + suffix.
         output_columns: explicit output names for some text columns.
         metrics: counters (rows, nulls, tokens, truncated) to update once an action runs.
@@ -93,7 +95,12 @@ def with_embeddings(
     DataFrame[id: bigint, title: string, body: string, title_embedding: array<float>, body_embedding: array<float>]
     """
     mapping, outputs = _plan(df, columns, suffix, output_columns)
-    base = prepare_embedding(EmbedOptions.build(options, **kwargs), spark=df.sparkSession)
+    if isinstance(options, EmbedConfig):
+        if kwargs:
+            raise OptionError(f"with_embeddings got a prepared embedding and options {sorted(kwargs)}; give one")
+        base = options
+    else:
+        base = prepare_embedding(EmbedOptions.build(options, **kwargs), spark=df.sparkSession)
     metrics = metrics or EmbedMetrics.create(df.sparkSession)
     udfs = {role: EmbeddingUDF(base.with_role(role), metrics) for role in mapping.values() if isinstance(role, str)}
     result = df

@@ -24,7 +24,15 @@ from user_spark.embedding.columns import check_text_column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
-from user_spark.pipelines.vectors import ID, check_id_column, check_unique_ids, require_vectors, vector_frame
+from user_spark.pipelines.vectors import (
+    ID,
+    check_embedding_column,
+    check_id_column,
+    check_unique_ids,
+    prepare_vectors,
+    require_vectors,
+    vector_frame,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -222,11 +230,14 @@ def cluster(
     require_vectors(text_col, embedding_col, "cluster")
     options = coerce_options(embed_options, model=model).replace(role="query")
     check_id_column(df, id_col)
-    if text_col is not None:
+    if embedding_col is not None:
+        check_embedding_column(df, embedding_col, check_lengths=False)
+    elif text_col is not None:
         check_text_column(df, text_col)
+    prepared = prepare_vectors(df.sparkSession, options, embeds=embedding_col is None)
     if check_ids:
         check_unique_ids(df, id_col)
-    vecs = vector_frame(df, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
+    vecs = vector_frame(df, id_col, text_col=text_col, embedding_col=embedding_col, options=prepared, metrics=metrics)
     rows = vecs.count()  # an embedded frame is checkpointed: the count runs no model
     _check_rows(rows, ks, text_col, embedding_col)
     wanted = sample_rows or max(DEFAULT_SAMPLE_ROWS, 64 * ks[-1])

@@ -27,7 +27,16 @@ from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
 from user_spark.ops.lsh import MAX_ROWS_PER_BAND, choose_bands
-from user_spark.pipelines.vectors import ID, VEC, check_id_column, check_unique_ids, require_vectors, vector_frame
+from user_spark.pipelines.vectors import (
+    ID,
+    VEC,
+    check_embedding_column,
+    check_id_column,
+    check_unique_ids,
+    prepare_vectors,
+    require_vectors,
+    vector_frame,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -196,9 +205,11 @@ def _candidates(
     return _Candidates("kmeans", float(threshold), seed, rows, margin=margin, cell_rows=cell_rows, max_cells=max_cells)
 
 
-def _check_input(df: DataFrame, id_col: str, text_col: str | None) -> None:
+def _check_input(df: DataFrame, id_col: str, text_col: str | None, embedding_col: str | None) -> None:
     check_id_column(df, id_col)
-    if text_col is not None:
+    if embedding_col is not None:
+        check_embedding_column(df, embedding_col, check_lengths=False)
+    elif text_col is not None:
         check_text_column(df, text_col)
     if id_col in ("group_id", "representative_id", "similarity"):
         raise ColumnError(f"Id column may not be named {id_col!r} (an output column of dedup); rename it")
@@ -377,13 +388,14 @@ def dedup(
     _check_options(threshold, representative, text_col, embedding_col)
     candidates = _candidates(method, threshold, seed, block_rows, bands, rows_per_band, margin, cell_rows, max_cells)
     options = coerce_options(embed_options, model=model).replace(role="query")
-    _check_input(df, id_col, text_col)
+    _check_input(df, id_col, text_col, embedding_col)
+    prepared = prepare_vectors(df.sparkSession, options, embeds=embedding_col is None)
     rows_in = check_unique_ids(df, id_col) if check_ids else None
     rule = _rule_key(representative, id_col, text_col)
     cols = [id_col, *([text_col] if text_col else []), *([embedding_col] if embedding_col else [])]
     mapped = _exact_groups(df.select(*cols), id_col, text_col if exact else None, rule)
     reps = mapped.where(F.col(id_col) == F.col("_exact_rep")).drop("_exact_rep")
-    vecs = vector_frame(reps, id_col, text_col=text_col, embedding_col=embedding_col, options=options, metrics=metrics)
+    vecs = vector_frame(reps, id_col, text_col=text_col, embedding_col=embedding_col, options=prepared, metrics=metrics)
     vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
     id_type = df.schema[id_col].dataType
     edges, work, candidates = _near_edges(vecs, vector_rows, candidates, id_type)

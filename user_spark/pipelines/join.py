@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from user_spark.embedding.columns import check_text_column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
+from user_spark.embedding.udf import EmbedConfig
 from user_spark.errors import ColumnError, OptionError
 from user_spark.pipelines.staging import Staging, open_staging
 from user_spark.pipelines.vectors import (
@@ -30,6 +31,7 @@ from user_spark.pipelines.vectors import (
     SideStats,
     check_embedding_column,
     check_id_column,
+    prepare_vectors,
     require_vectors,
     side_stats,
     vector_frame,
@@ -131,11 +133,27 @@ class _Plan:
     self_join: bool
 
 
-def _vectors(side: _Side, role: str, staging: Staging | None, options: EmbedOptions,
-             metrics: EmbedMetrics | None) -> DataFrame:
+Embedding = EmbedOptions | EmbedConfig
+
+
+def _side_embedding(side: _Side, role: str, prepared: Embedding) -> Embedding:
+    """What embeds one side's text, in its role (the role is checked against the model's prompts only for a
+    side that embeds)."""
+    if side.embedding_col is None and isinstance(prepared, EmbedConfig):
+        return prepared.with_role(role)
+    return prepared
+
+
+def _known_dim(side: _Side, stats: SideStats | None, prepared: Embedding) -> int | None:
+    """A side's vector length before any embedding: its column's (from the stats job) or the model's."""
+    if side.embedding_col is not None:
+        return None if stats is None else stats.dim
+    return prepared.spec.dimension if isinstance(prepared, EmbedConfig) else None
+
+
+def _vectors(side: _Side, staging: Staging | None, options: Embedding, metrics: EmbedMetrics | None) -> DataFrame:
     return vector_frame(side.df, side.id_col, text_col=side.text_col, embedding_col=side.embedding_col,
-                        options=options.replace(role=role), metrics=metrics, check_lengths=False, staging=staging,
-                        keep_float16=True)
+                        options=options, metrics=metrics, check_lengths=False, staging=staging, keep_float16=True)
 
 
 def _same_vector_type(lvec: DataFrame, rvec: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -155,11 +173,11 @@ def _same_vector_type(lvec: DataFrame, rvec: DataFrame) -> tuple[DataFrame, Data
 
 
 def _join(lside: _Side, rside: _Side, stats: tuple[SideStats | None, SideStats | None], staging: Staging | None,
-          options: EmbedOptions, metrics: EmbedMetrics | None, plan: _Plan) -> DataFrame:
+          options: tuple[Embedding, Embedding], metrics: EmbedMetrics | None, plan: _Plan) -> DataFrame:
     from user_spark.pipelines.knn import TopkSpec
 
-    lvec = _vectors(lside, "query", staging, options, metrics)
-    rvec = lvec if plan.self_join else _vectors(rside, "passage", staging, options, metrics)
+    lvec = _vectors(lside, staging, options[0], metrics)
+    rvec = lvec if plan.self_join else _vectors(rside, staging, options[1], metrics)
     n_left, ldim = _vector_counts(lvec, stats[0])
     n_right, rdim = (n_left, ldim) if plan.self_join else _vector_counts(rvec, stats[1])
     _check_dims(ldim, rdim)
@@ -305,14 +323,16 @@ def similarity_join(
     if exclude_self and lside.id_type != rside.id_type:
         raise ColumnError(f"exclude_self compares ids, but they differ in type: {lside.id_type.simpleString()} "
                           f"and {rside.id_type.simpleString()}")
+    embeds = lside.embedding_col is None or rside.embedding_col is None
+    prepared = prepare_vectors(left.sparkSession, options, embeds)
+    sides = (_side_embedding(lside, "query", prepared), _side_embedding(rside, "passage", prepared))
     lstats = lside.stats(check_ids)
     rstats = lstats if self_join else rside.stats(check_ids)
-    _check_dims(*(None if s is None else s.dim for s in (lstats, rstats)))
+    _check_dims(_known_dim(lside, lstats, prepared), _known_dim(rside, rstats, prepared))
     plan = _Plan(k, min_score, method, nlist, nprobe, exclude_self, block_rows, seed, max_train_rows, self_join)
-    embeds = lside.embedding_col is None or rside.embedding_col is None
     staging, owned = open_staging(left.sparkSession, checkpoint_dir, job="join") if embeds else (None, False)
     try:
-        pairs = _join(lside, rside, (lstats, rstats), staging, options, metrics, plan)
+        pairs = _join(lside, rside, (lstats, rstats), staging, sides, metrics, plan)
     except BaseException:
         if owned and staging is not None:
             staging.close()

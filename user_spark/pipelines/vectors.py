@@ -19,8 +19,9 @@ from user_spark.errors import ColumnError, OptionError
 from user_spark.pipelines.frames import one_row
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
+    from user_spark.embedding.udf import EmbedConfig
     from user_spark.pipelines.staging import Staging
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "check_id_column",
     "check_unique_ids",
     "hash_sample",
+    "prepare_vectors",
     "require_vectors",
     "side_stats",
     "vector_frame",
@@ -156,6 +158,21 @@ def require_vectors(
         raise OptionError(f"{what} needs {text_arg} (a text column to embed) or {embedding_arg} (your vectors)")
 
 
+def prepare_vectors(spark: SparkSession, options: EmbedOptions, embeds: bool) -> EmbedOptions | EmbedConfig:
+    """The embedding a job will run, prepared on the driver before its first Spark job (model found or fetched,
+    its spec read, the role checked against its prompts), so a wrong model or option fails before any work; as
+    given when the job embeds nothing (``embeds=False``: it reads an embedding column).
+
+    Raises:
+        ModelSourceError: the model cannot be found, fetched or read. OptionError, RoleError: see EmbedOptions.
+    """
+    if not embeds:
+        return options
+    from user_spark.embedding.udf import prepare_embedding
+
+    return prepare_embedding(options, spark=spark)
+
+
 def hash_sample(df: DataFrame, col: str, fraction: float, seed: int) -> DataFrame:
     """The rows whose hash of ``col`` (with ``seed``) falls in the first ``fraction``: the same rows whatever the
     partitioning, about ``fraction`` of them."""
@@ -216,14 +233,14 @@ def vector_frame(
     *,
     text_col: str | None,
     embedding_col: str | None,
-    options: EmbedOptions,
+    options: EmbedOptions | EmbedConfig,
     metrics: EmbedMetrics | None = None,
     check_lengths: bool = True,
     staging: Staging | None = None,
     keep_float16: bool = False,
 ) -> DataFrame:
     """``(_id, _vec)`` for the rows of ``df`` with a vector: ``embedding_col`` when given, else ``text_col``
-    embedded with ``options`` (in ``options.role``).
+    embedded with ``options`` (in its role; prepared by :func:`prepare_vectors` or as given).
 
     Embedding runs once: the embedded frame is staged as Parquet by ``staging`` (durable: a lost executor does
     not lose it, :mod:`user_spark.pipelines.staging`), or without one checkpointed locally (lineage cut, blocks
