@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from user_spark.embedding.columns import check_text_column
+from user_spark.embedding.columns import check_text_column, column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
@@ -157,12 +157,13 @@ def _cluster_summary(assignments: DataFrame, df: DataFrame, id_col: str, text_co
     sizes = assignments.groupBy("cluster_id").agg(
         F.count(F.lit(1)).alias("size"), F.avg("similarity").alias("mean_similarity")
     )
-    order = Window.partitionBy("cluster_id").orderBy(F.col("similarity").desc(), F.col(id_col).asc())
+    order = Window.partitionBy("cluster_id").orderBy(F.col("similarity").desc(), column(id_col).asc())
     top = assignments.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= top_n)
-    label = F.col(id_col).cast("string")
+    label = column(id_col).cast("string")
     if text_col is not None:
-        top = top.join(df.select(id_col, text_col), id_col)
-        label = F.coalesce(F.col(text_col), label)
+        texts = df.select(column(id_col).alias("_text_id"), column(text_col).alias("_text"))
+        top = top.join(texts, column(id_col) == F.col("_text_id"))
+        label = F.coalesce(F.col("_text"), label)
     nearest = top.groupBy("cluster_id").agg(
         F.transform(F.sort_array(F.collect_list(F.struct(F.col("_rank"), label.alias("t")))), lambda s: s["t"]).alias(
             "nearest"

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from user_spark.embedding.columns import check_text_column
+from user_spark.embedding.columns import check_text_column, column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
@@ -203,6 +203,10 @@ def _candidates(
             f"need 0 <= margin <= 1, cell_rows >= 2 and max_cells >= 1; got {margin}, {cell_rows}, {max_cells}"
         )
     return _Candidates("kmeans", float(threshold), seed, rows, margin=margin, cell_rows=cell_rows, max_cells=max_cells)
+
+
+# dedup's internal names for the id, text and embedding columns (a user's may hold dots)
+_ROW_ID, _ROW_TEXT, _ROW_VEC = "_row_id", "_row_text", "_row_vec"
 
 
 def _check_input(df: DataFrame, id_col: str, text_col: str | None, embedding_col: str | None) -> None:
@@ -391,20 +395,23 @@ def dedup(
     _check_input(df, id_col, text_col, embedding_col)
     prepared = prepare_vectors(df.sparkSession, options, embeds=embedding_col is None)
     rows_in = check_unique_ids(df, id_col) if check_ids else None
-    rule = _rule_key(representative, id_col, text_col)
-    cols = [id_col, *([text_col] if text_col else []), *([embedding_col] if embedding_col else [])]
-    mapped = _exact_groups(df.select(*cols), id_col, text_col if exact else None, rule)
-    reps = mapped.where(F.col(id_col) == F.col("_exact_rep")).drop("_exact_rep")
-    vecs = vector_frame(reps, id_col, text_col=text_col, embedding_col=embedding_col, options=prepared, metrics=metrics)
+    # The work runs on the three columns it needs under internal names: a user's names may hold dots.
+    names = [(id_col, _ROW_ID), (text_col, _ROW_TEXT), (embedding_col, _ROW_VEC)]
+    rows = df.select(*[column(c).alias(n) for c, n in names if c is not None])
+    uid, utext, uvec = _ROW_ID, _ROW_TEXT if text_col else None, _ROW_VEC if embedding_col else None
+    rule = _rule_key(representative, uid, utext)
+    mapped = _exact_groups(rows, uid, utext if exact else None, rule)
+    reps = mapped.where(F.col(uid) == F.col("_exact_rep")).drop("_exact_rep")
+    vecs = vector_frame(reps, uid, text_col=utext, embedding_col=uvec, options=prepared, metrics=metrics)
     vector_rows = vecs.count()  # vecs is checkpointed: the count runs no model
     id_type = df.schema[id_col].dataType
     edges, work, candidates = _near_edges(vecs, vector_rows, candidates, id_type)
-    groups = _groups(mapped, edges, vecs, id_col, rule)
-    removed = groups.where(F.col(id_col) != F.col("representative_id")).select(id_col)
-    summary = _summary(groups, id_col, rows_in if rows_in is not None else df.count(), vector_rows, work)
+    groups = _groups(mapped, edges, vecs, uid, rule)
+    removed = groups.where(F.col(uid) != F.col("representative_id")).select(uid)
+    summary = _summary(groups, uid, rows_in if rows_in is not None else df.count(), vector_rows, work)
     return DedupResult(
-        kept=df.join(removed, id_col, "left_anti"),
-        groups=groups.drop("_exact_rep"),
+        kept=df.join(removed, column(id_col) == F.col(uid), "left_anti"),
+        groups=groups.drop("_exact_rep").withColumnRenamed(uid, id_col),
         summary=summary,
         bands=candidates.bands,
         rows_per_band=candidates.rows_per_band,

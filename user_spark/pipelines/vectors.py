@@ -117,7 +117,7 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
     if not check_lengths:
         return None
     size = _vector_size(df, name)
-    row = df.where(F.col(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
+    row = df.where(column(name).isNotNull()).select(F.min(size).alias("lo"), F.max(size).alias("hi")).first()
     return _vector_length(name, half, *((row["lo"], row["hi"]) if row else (None, None)))
 
 
