@@ -48,3 +48,17 @@ def test_join_with_dotted_names(spark):
         b = similarity_join(_plain(dotted), left_id_col="id", left_embedding_col="vec", k=2, method=method, seed=1)
         assert a.columns == ["doc.id", "doc.id_right", "score", "rank"]
         assert sorted(a.collect()) == sorted(b.collect())
+
+
+def test_enrich_with_dotted_names(spark, tiny_model, tmp_path):
+    from user_spark import current_embeddings, enrich
+
+    dotted = _frame(spark).drop("e.vec")
+    out = str(tmp_path / "enriched")
+    first = enrich(dotted.where("`doc.id` < 20"), out, id_col="doc.id", columns={"body.text": "passage"},
+                   model=tiny_model)
+    second = enrich(dotted, out, id_col="doc.id", columns={"body.text": "passage"}, model=tiny_model)
+    assert (first.rows_embedded, second.rows_embedded) == (20, 16)
+    table = current_embeddings(spark.read.parquet(out), dotted, id_col="doc.id", columns=["body.text"])
+    assert sorted(r["doc.id"] for r in table.collect()) == list(range(36))
+    assert "body.text_embedding" in table.columns

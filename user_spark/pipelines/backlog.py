@@ -78,7 +78,7 @@ def _missing_keys(df: DataFrame, existing: DataFrame | None, id_col: str, text_c
     from pyspark.sql import functions as F
 
     keys = df.select(column(id_col).alias(id_col), content_hash(text_cols).alias(HASH_COL))
-    per_id = keys.groupBy(id_col).agg(F.countDistinct(HASH_COL).alias(_N), F.min(HASH_COL).alias(HASH_COL))
+    per_id = keys.groupBy(column(id_col)).agg(F.countDistinct(HASH_COL).alias(_N), F.min(HASH_COL).alias(HASH_COL))
     if existing is None:
         return per_id
     done = existing.select(column(id_col).alias(id_col), HASH_COL).withColumn(_N, F.lit(1).cast("long"))
@@ -90,11 +90,11 @@ def _check_keys(keys: DataFrame, id_col: str) -> int:
     from pyspark.sql import functions as F
 
     stats = one_row(keys.agg(F.count(F.lit(1)).alias("rows"), F.max(_N).alias("most"),
-                             F.count(F.when(F.col(id_col).isNull(), 1)).alias("null_ids")))
+                             F.count(F.when(column(id_col).isNull(), 1)).alias("null_ids")))
     if stats["null_ids"]:
         raise ColumnError(f"Id column {id_col!r} has null values; every row needs an id")
     if stats["most"] and stats["most"] > 1:
-        shown = [r[0] for r in keys.where(F.col(_N) > 1).orderBy(id_col).limit(3).collect()]
+        shown = [r[0] for r in keys.where(F.col(_N) > 1).orderBy(column(id_col)).limit(3).collect()]
         raise ColumnError(
             f"Ids {shown} appear with different texts in the input; an id must name one row. Deduplicate the "
             "input (e.g. keep the newest row per id) before enriching."
@@ -138,8 +138,8 @@ def find_backlog(df: DataFrame, existing: DataFrame | None, *, id_col: str, text
         return Backlog(0, 0, commit_rows, None, None)
     batch_rows = max(commit_rows, math.ceil(todo / MAX_BATCHES))
     batches = math.ceil(todo / batch_rows)
-    numbered = keys.select(id_col, HASH_COL).withColumn(BATCH, F.lit(0)) if batches == 1 else batch_numbers(
-        keys.select(id_col, HASH_COL), batch_rows)
+    numbered = keys.select(column(id_col), HASH_COL).withColumn(BATCH, F.lit(0)) if batches == 1 else batch_numbers(
+        keys.select(column(id_col), HASH_COL), batch_rows)
     texts = df.select(column(id_col).alias(id_col), *[column(c).alias(c) for c in text_cols])
     if todo <= 1_000_000:  # a million keys: ~100 MB, sent to every task rather than shuffling the input
         numbered = F.broadcast(numbered)

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from user_spark.compat import error_condition
-from user_spark.embedding.columns import check_text_column, column
+from user_spark.embedding.columns import check_text_column, column, with_named_column
 from user_spark.embedding.frame import embedding_metadata, with_embeddings
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedKwargs, EmbedOptions, coerce_options
@@ -397,9 +397,9 @@ def _commit_batches(backlog: Backlog, run: _Run, expected: Mapping[str, dict[str
         part = backlog.frame(i).repartition(tasks)
         embedded = with_embeddings(
             part, dict(run.columns), options=run.options, output_columns=dict(run.outputs), metrics=metrics
-        ).select(column(run.id_col), HASH_COL, *run.outputs.values())
+        ).select(column(run.id_col), HASH_COL, *[column(o) for o in run.outputs.values()])
         for name, meta in expected.items():
-            embedded = embedded.withMetadata(name, meta)
+            embedded = with_named_column(embedded, name, column(name), meta)
         logger.info("committing batch %d of %d (%s) to %s", i + 1, backlog.batches, batch_id, run.output)
         if run.output_format == "parquet":
             embedded.write.mode("error").parquet(f"{run.output.rstrip('/')}/{BATCH_COL}={batch_id}")
@@ -432,7 +432,7 @@ def current_embeddings(
     matching = output.join(keys, [id_col, HASH_COL], "left_semi")
     if BATCH_COL not in output.columns:
         return matching
-    latest = Window.partitionBy(id_col, HASH_COL).orderBy(F.col(BATCH_COL).desc())
+    latest = Window.partitionBy(column(id_col), HASH_COL).orderBy(F.col(BATCH_COL).desc())
     return matching.withColumn("_n", F.row_number().over(latest)).where(F.col("_n") == 1).drop("_n")
 
 
@@ -497,7 +497,7 @@ def _compact(run: _Run, fs: Files | None) -> CompactResult:
     keys = run.df.select(column(run.id_col).alias(run.id_col), content_hash(list(run.columns)).alias(HASH_COL))
     current = keys.dropDuplicates([run.id_col, HASH_COL]).withColumn("_current", F.lit(1))
     ranked = table.join(current, [run.id_col, HASH_COL], "left").withColumn(
-        "_rank", F.row_number().over(Window.partitionBy(run.id_col).orderBy(
+        "_rank", F.row_number().over(Window.partitionBy(column(run.id_col)).orderBy(
             F.coalesce(F.col("_current"), F.lit(0)).desc(), F.col(BATCH_COL).desc())))
     kept = ranked.where(F.col("_rank") == 1).drop("_current", "_rank", BATCH_COL)
     before = table.count()
