@@ -20,15 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from user_spark.embedding.columns import check_text_column, column
+from user_spark.embedding.columns import column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
 from user_spark.pipelines.vectors import (
     ID,
-    check_embedding_column,
-    check_id_column,
     check_unique_ids,
+    check_vector_source,
     prepare_vectors,
     require_vectors,
     vector_frame,
@@ -230,11 +229,7 @@ def cluster(
     _check_options(top_n, sample_rows, max_iter, restarts)
     require_vectors(text_col, embedding_col, "cluster")
     options = coerce_options(embed_options, model=model).replace(role="query")
-    check_id_column(df, id_col)
-    if embedding_col is not None:
-        check_embedding_column(df, embedding_col, check_lengths=False)
-    elif text_col is not None:
-        check_text_column(df, text_col)
+    check_vector_source(df, id_col, text_col, embedding_col)
     prepared = prepare_vectors(df.sparkSession, options, embeds=embedding_col is None)
     if check_ids:
         check_unique_ids(df, id_col)

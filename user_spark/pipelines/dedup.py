@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from user_spark.embedding.columns import check_text_column, column
+from user_spark.embedding.columns import column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.errors import ColumnError, OptionError
@@ -30,9 +30,8 @@ from user_spark.ops.lsh import MAX_ROWS_PER_BAND, choose_bands
 from user_spark.pipelines.vectors import (
     ID,
     VEC,
-    check_embedding_column,
-    check_id_column,
     check_unique_ids,
+    check_vector_source,
     prepare_vectors,
     require_vectors,
     vector_frame,
@@ -210,11 +209,7 @@ _ROW_ID, _ROW_TEXT, _ROW_VEC = "_row_id", "_row_text", "_row_vec"
 
 
 def _check_input(df: DataFrame, id_col: str, text_col: str | None, embedding_col: str | None) -> None:
-    check_id_column(df, id_col)
-    if embedding_col is not None:
-        check_embedding_column(df, embedding_col, check_lengths=False)
-    elif text_col is not None:
-        check_text_column(df, text_col)
+    check_vector_source(df, id_col, text_col, embedding_col)
     if id_col in ("group_id", "representative_id", "similarity"):
         raise ColumnError(f"Id column may not be named {id_col!r} (an output column of dedup); rename it")
 

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from user_spark.embedding.columns import check_text_column
 from user_spark.embedding.metrics import EmbedMetrics
 from user_spark.embedding.options import EmbedOptions, coerce_options
 from user_spark.embedding.udf import EmbedConfig
@@ -29,8 +28,7 @@ from user_spark.pipelines.vectors import (
     ID,
     VEC,
     SideStats,
-    check_embedding_column,
-    check_id_column,
+    check_vector_source,
     prepare_vectors,
     require_vectors,
     side_stats,
@@ -63,13 +61,9 @@ class _Side:
         return self.df.schema[self.id_col].dataType
 
     def check_schema(self) -> None:
-        check_id_column(self.df, self.id_col)
         require_vectors(self.text_col, self.embedding_col, f"similarity_join's {self.what} side",
                         text_arg=f"{self.what}_text_col=", embedding_arg=f"{self.what}_embedding_col=")
-        if self.embedding_col is not None:
-            check_embedding_column(self.df, self.embedding_col, check_lengths=False)
-        elif self.text_col is not None:
-            check_text_column(self.df, self.text_col)
+        check_vector_source(self.df, self.id_col, self.text_col, self.embedding_col)
 
     def stats(self, check_ids: bool) -> SideStats | None:
         """One job: ids unique, vectors counted and equally long. ``None``: text, nothing to check."""

@@ -31,6 +31,7 @@ __all__ = [
     "check_embedding_column",
     "check_id_column",
     "check_unique_ids",
+    "check_vector_source",
     "hash_sample",
     "prepare_vectors",
     "require_vectors",
@@ -147,6 +148,16 @@ def _vector_length(name: str, half: bool, lo: int | None, hi: int | None) -> int
             "value); write it with storage='float16' or convert it to array<float>"
         )
     return int(hi) // 2 if half else int(hi)
+
+
+def check_vector_source(df: DataFrame, id_col: str, text_col: str | None, embedding_col: str | None) -> None:
+    """The schema checks of a job's input, no Spark job: the id column, and the column its vectors come from
+    (``embedding_col`` when given, else ``text_col``)."""
+    check_id_column(df, id_col)
+    if embedding_col is not None:
+        check_embedding_column(df, embedding_col, check_lengths=False)
+    elif text_col is not None:
+        check_text_column(df, text_col)
 
 
 def require_vectors(
