@@ -77,12 +77,15 @@ def test_quickstart_notebook_executes(minilm_model: str, tmp_path, monkeypatch: 
 
     # The three planted copies and nothing else: 1001 is exact (case, spaces), 1002 and 1003 near.
     assert probe["groups"] == [[9, 1003], [11, 1001, 1002]]
-    assert probe["summary"] == {
+    counts = ("rows_in", "exact_duplicates", "near_duplicates", "rows_kept", "groups", "vector_rows", "pairs_found")
+    assert {k: probe["summary"][k] for k in counts} == {
         "rows_in": 303,
         "exact_duplicates": 1,
         "near_duplicates": 2,
         "rows_kept": 300,
         "groups": 2,
+        "vector_rows": 302,  # the exact copy is embedded once, with its group
+        "pairs_found": 2,
     }
 
     assert probe["k"] == 6 and len(probe["sizes"]) == 6 and sum(probe["sizes"]) == 300

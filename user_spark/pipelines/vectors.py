@@ -151,12 +151,12 @@ def _vector_length(name: str, half: bool, lo: int | None, hi: int | None) -> int
 
 
 def check_vector_source(df: DataFrame, id_col: str, text_col: str | None, embedding_col: str | None) -> None:
-    """The schema checks of a job's input, no Spark job: the id column, and the column its vectors come from
-    (``embedding_col`` when given, else ``text_col``)."""
+    """The schema checks of a job's input, no Spark job: the id column, the embedding column and the text column
+    (embedded when there is no embedding column; else still read: exact duplicates, labels)."""
     check_id_column(df, id_col)
     if embedding_col is not None:
         check_embedding_column(df, embedding_col, check_lengths=False)
-    elif text_col is not None:
+    if text_col is not None:
         check_text_column(df, text_col)
 
 
