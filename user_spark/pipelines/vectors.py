@@ -123,11 +123,14 @@ def check_embedding_column(df: DataFrame, name: str, *, check_lengths: bool = Tr
 
 
 def _vector_size(df: DataFrame, name: str) -> Column:
-    """The stored size of each vector: values, or bytes for float16 (``binary``)."""
+    """The stored size of each vector: values, or bytes for float16 (``binary``); null for a null vector (Spark
+    3.5's ``size(null)`` is -1)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import BinaryType
 
-    return F.length(column(name)) if isinstance(df.schema[name].dataType, BinaryType) else F.size(column(name))
+    vec = column(name)
+    size = F.length(vec) if isinstance(df.schema[name].dataType, BinaryType) else F.size(vec)
+    return F.when(vec.isNotNull(), size)
 
 
 def _vector_length(name: str, half: bool, lo: int | None, hi: int | None) -> int | None:
