@@ -158,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         if armed and os.path.exists(fired):
             os.remove(fired)
-    spark.stop()
-    with open(os.path.join(args.out, "result.json"), "w") as fh:
+    return finish(spark, args.out, result)
+
+
+def finish(spark: object, out: str, result: dict) -> int:
+    """Stop Spark and write what the job found to ``<out>/result.json`` for the test to read; exit status 0."""
+    if spark is not None:
+        spark.stop()  # type: ignore[attr-defined]
+    with open(os.path.join(out, "result.json"), "w") as fh:
         json.dump(result, fh, indent=2)
     return 0
 

@@ -362,3 +362,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def needs_connect_server() -> object:
+    """pytest's skip marker for tests that start a Spark Connect server (pyspark 3.5's pip package has none)."""
+    import pytest
+
+    return pytest.mark.skipif(
+        server_jar() is None, reason="this pyspark's pip package has no Spark Connect server (3.5's comes from Maven)"
+    )

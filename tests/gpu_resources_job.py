@@ -24,7 +24,7 @@ import os
 import stat
 import sys
 
-from cluster_job import texts
+from cluster_job import finish, texts
 
 ROWS = 640
 PARTITIONS = 64
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         spark = session(master, args.out, amount, os.path.join(args.out, f"registry-{name}"))
         result[name] = run(spark, args.model, args.out, name, precision="fp32")
         spark.stop()
-    with open(os.path.join(args.out, "result.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    return 0
+    return finish(None, args.out, result)
 
 
 if __name__ == "__main__":

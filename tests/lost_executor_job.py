@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import signal
 import sys
 import time
+
+from cluster_job import finish
 
 ROWS = 240
 
@@ -94,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         record["error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
     record.update(seconds=round(time.time() - start, 1), embedded=metrics.as_dict()["rows"],
                   staged_left=sorted(glob.glob(f"{args.checkpoint_dir}/*")) if args.checkpoint_dir else [])
-    spark.stop()
-    with open(os.path.join(args.out, "result.json"), "w") as fh:
-        json.dump(record, fh, indent=2)
-    return 0
+    return finish(spark, args.out, record)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,7 @@ from conftest import sentence_transformers_reference, xquad_sample
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.connect,
-    pytest.mark.skipif(
-        connect_checks.server_jar() is None,
-        reason="this pyspark's pip package has no Spark Connect server (3.5's comes from Maven)",
-    ),
+    connect_checks.needs_connect_server(),
 ]
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
