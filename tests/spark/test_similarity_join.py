@@ -39,17 +39,26 @@ def check(got, ref):
         assert [m[2] for m in matches] == list(range(1, len(matches) + 1))
 
 
-def test_exact_join_equals_brute_force_across_blocks_and_partitionings(sides):
+def test_exact_join_equals_brute_force_across_blocks_and_partitionings(sides, monkeypatch):
+    import user_spark.pipelines.join as join_module
+
     left, lids, right, rids, ldf, rdf = sides
     ref = brute_topk(left, lids, right, rids, 5)
+    # several right shards, candidates merged across tasks
     first = similarity_join(ldf.repartition(3), rdf, left_id_col="qid", right_id_col="pid", left_embedding_col="e",
                             right_embedding_col="e", k=5, block_rows=16)
     out = first.toPandas()
     assert list(out.columns) == ["qid", "pid", "score", "rank"]
     check(as_dict(out, "qid", "pid"), ref)
+    # the right side sent to every task (it fits BROADCAST_BYTES)
     other = similarity_join(ldf.coalesce(1), rdf.repartition(4), left_id_col="qid", right_id_col="pid",
                             left_embedding_col="e", right_embedding_col="e", k=5, block_rows=1000)
     assertDataFrameEqual(first, other)
+    # one right shard in shuffled tiles, final top k in the task
+    monkeypatch.setattr(join_module, "BROADCAST_BYTES", 0)
+    tiled = similarity_join(ldf, rdf.repartition(2), left_id_col="qid", right_id_col="pid", left_embedding_col="e",
+                            right_embedding_col="e", k=5)
+    assertDataFrameEqual(first, tiled)
 
 
 def test_self_join_leaves_out_self_and_min_score_filters(sides, spark):

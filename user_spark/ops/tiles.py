@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TilePlan", "partition_keys", "plan_tiles", "spark_hash_int"]
+__all__ = ["TilePlan", "partition_keys", "plan_tiles", "spark_hash_int", "task_count"]
 
 #: Below this many multiply-adds a task is mostly Spark's fixed cost, so small joins use fewer tasks.
 MIN_TASK_FLOPS = 4e9
@@ -38,6 +38,17 @@ class TilePlan:
         return self.right_shards * self.left_tiles
 
 
+def task_count(n_left: int, n_right: int, dim: int, parallelism: int) -> int:
+    """Tasks worth running for ``n_left x n_right`` dot products of ``dim`` floats: ``parallelism``, fewer when
+    each would do less than :data:`MIN_TASK_FLOPS`.
+
+    >>> task_count(10_000, 10_000, 384, 8), task_count(100, 100, 384, 8)
+    (8, 1)
+    """
+    flops = 2.0 * max(n_left, 1) * max(n_right, 1) * dim
+    return int(max(1, min(parallelism, math.ceil(flops / MIN_TASK_FLOPS))))
+
+
 def plan_tiles(n_left: int, n_right: int, dim: int, parallelism: int, shard_bytes: int) -> TilePlan:
     """The cheapest ``(right shards, left tiles)`` for a join of ``n_left x n_right`` vectors of ``dim`` floats.
 
@@ -48,8 +59,7 @@ def plan_tiles(n_left: int, n_right: int, dim: int, parallelism: int, shard_byte
     TilePlan(right_shards=1, left_tiles=2, copies=300000)
     """
     n_left, n_right = max(n_left, 1), max(n_right, 1)
-    flops = 2.0 * n_left * n_right * dim
-    tasks = int(max(1, min(parallelism, math.ceil(flops / MIN_TASK_FLOPS))))
+    tasks = task_count(n_left, n_right, dim, parallelism)
     fewest = max(1, math.ceil(n_right * dim * 4 / shard_bytes))
     best: TilePlan | None = None
     for shards in range(min(fewest, n_right), max(fewest, tasks) + 1):

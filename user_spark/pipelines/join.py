@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
-__all__ = ["SHARD_BYTES", "similarity_join"]
+__all__ = ["BROADCAST_BYTES", "SHARD_BYTES", "similarity_join"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ Method = Literal["exact", "ivf"]
 
 #: Float32 vectors one task holds of the right side (a shard) unless ``block_rows`` says otherwise.
 SHARD_BYTES = 256 << 20
+
+#: A right side of at most this many bytes of float32 vectors is collected and sent to every task rather than
+#: shuffled into tiles: no shuffle, no sort, one job fewer. It travels with the task's function (Spark
+#: broadcasts a function over 1 MiB; on Connect it rides in the plan, whose messages are capped at 128 MiB).
+BROADCAST_BYTES = 64 << 20
 
 
 class _Side:
@@ -202,16 +207,27 @@ def _parallelism(spark: SparkSession) -> int:
 
 def _exact(lvec: DataFrame, rvec: DataFrame, sizes: tuple[int, int, int], block_rows: int | None,
            spec: Any) -> DataFrame:
-    """Exact top-k: shards x tiles, one task each (:func:`user_spark.ops.tiles.plan_tiles`)."""
+    """Exact top-k: a small right side sent to every task (:data:`BROADCAST_BYTES`), else shards x tiles, one
+    task each (:func:`user_spark.ops.tiles.plan_tiles`)."""
     from dataclasses import replace
 
     from pyspark.sql import functions as F
 
-    from user_spark.ops.tiles import plan_tiles
-    from user_spark.pipelines.knn import LIST, PROBES, TILE, tile_rows, tile_topk
+    from user_spark.ops.tiles import plan_tiles, task_count
+    from user_spark.pipelines.knn import LIST, PROBES, TILE, broadcast_topk, tile_rows, tile_topk
 
     n_left, n_right, dim = sizes
-    plan = plan_tiles(n_left, n_right, dim, _parallelism(lvec.sparkSession), _shard_bytes(block_rows, dim))
+    parallelism = _parallelism(lvec.sparkSession)
+    if n_right * dim * 4 <= min(BROADCAST_BYTES, _shard_bytes(block_rows, dim)):
+        from user_spark.pipelines.arrow import collect_arrow, vector_matrix
+
+        table = collect_arrow(rvec.select(ID, VEC))
+        tasks = task_count(n_left, n_right, dim, parallelism)
+        logger.info("exact join: %d x %d rows of %d-d, the right side sent to %d task(s)", n_left, n_right, dim,
+                    tasks)
+        return broadcast_topk(lvec.repartition(tasks) if tasks > 1 else lvec,
+                              table.column(ID).to_numpy(), vector_matrix(table.column(VEC)), spec)
+    plan = plan_tiles(n_left, n_right, dim, parallelism, _shard_bytes(block_rows, dim))
     logger.info("exact join: %d x %d rows of %d-d, %d right shard(s) x %d left tile(s)", n_left, n_right, dim,
                 plan.right_shards, plan.left_tiles)
     shards, tiles = plan.right_shards, plan.left_tiles

@@ -12,6 +12,10 @@ Both methods of :func:`user_spark.similarity_join` run through :func:`tile_topk`
   :mod:`user_spark.ops.topk`): a task's memory is one tile's right rows plus one batch, never ``N x M``;
 - when every left row meets one tile, the task ranks its final top k; otherwise the candidates from each
   tile are merged by :func:`merge_topk`.
+
+A right side small enough to send to every task (:func:`broadcast_topk`) skips the shuffle: it is collected
+once, shipped with the task's function (Spark broadcasts a large function), and the left side's partitions
+stream past it where they are.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ if TYPE_CHECKING:
     from pyspark.sql.types import DataType
 
 __all__ = [
-    "LID", "LIST", "PROBES", "RID", "SIDE", "TILE", "TopkSpec", "merge_topk", "tile_rows", "tile_topk",
+    "LID", "LIST", "PROBES", "RID", "SIDE", "TILE", "TopkSpec", "broadcast_topk", "merge_topk", "tile_rows",
+    "tile_topk",
 ]
 
 logger = logging.getLogger(__name__)
@@ -181,23 +186,53 @@ def tile_topk(rows: DataFrame, tiles: int, spec: TopkSpec) -> DataFrame:
         spec: see :class:`TopkSpec`; when not ``final``, candidates are merged across tiles.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
     from user_spark.ops.tiles import partition_keys
 
     lookup = F.array(*[F.lit(k) for k in partition_keys(tiles)])
     keyed = rows.withColumn(_KEY, F.element_at(lookup, F.col(TILE) + 1).cast("int")).drop(TILE)
     laid = keyed.repartition(tiles, _KEY).sortWithinPartitions(_KEY, SIDE, RID, LID)
-    fields = [StructField(LID, spec.left_id_type, False), StructField(RID, spec.right_id_type, False),
-              StructField("score", FloatType(), False)]
-    if spec.final:
-        fields.append(StructField("rank", IntegerType(), False))
 
     def run(batches: Iterable[Any]) -> Iterator[Any]:
         return _stream(batches, spec)
 
-    found = laid.mapInArrow(run, StructType(fields))
+    found = laid.mapInArrow(run, _result_schema(spec))
     return found if spec.final else merge_topk(found, spec.k)
+
+
+def _result_schema(spec: TopkSpec) -> Any:
+    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
+
+    fields = [StructField(LID, spec.left_id_type, False), StructField(RID, spec.right_id_type, False),
+              StructField("score", FloatType(), False)]
+    if spec.final:
+        fields.append(StructField("rank", IntegerType(), False))
+    return StructType(fields)
+
+
+def broadcast_topk(left: DataFrame, right_ids: np.ndarray, right_vecs: np.ndarray, spec: TopkSpec) -> DataFrame:
+    """``(_lid, _rid, score, rank)``, each left row's best ``k`` of a right side held by every task.
+
+    Args:
+        left: ``(_id, _vec)``; each partition is one task, scored batch by batch, nothing shuffled.
+        right_ids, right_vecs: the whole right side (collected on the driver), in any order.
+        spec: see :class:`TopkSpec` (``final`` must be true: every left row meets every right row here).
+    """
+    import numpy as np
+
+    order = np.argsort(right_ids, kind="stable")
+    ids, vecs = right_ids[order], np.ascontiguousarray(right_vecs[order], dtype=np.float32)
+
+    def run(batches: Iterable[Any]) -> Iterator[Any]:
+        tile = _Tile([(ids, vecs, np.zeros(len(ids), dtype=np.int32))])
+        for batch in batches:
+            if batch.num_rows:
+                found = _score(tile, batch.column(ID).to_numpy(zero_copy_only=False),
+                               vector_matrix(batch.column(VEC)), None, spec)
+                if len(found[0]):
+                    yield _ranked(*found, spec)
+
+    return left.select(ID, VEC).mapInArrow(run, _result_schema(spec))
 
 
 def merge_topk(candidates: DataFrame, k: int) -> DataFrame:
